@@ -1,0 +1,23 @@
+# make install | test | lint | repro | bench
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install test lint repro bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m pylint lib stages tests
+
+repro: install
+	$(VENV)/bin/dvc repro

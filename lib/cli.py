@@ -1,0 +1,56 @@
+"""Shared command-line plumbing: logging set-up and one-line errors for user mistakes."""
+import argparse
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+# Errors caused by input or configuration: reported in one line, never a traceback.
+USER_ERRORS = (ValueError, TypeError, OSError)
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Logs to stderr; INFO for progress, DEBUG with ``verbose``."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run(main: Callable[[Optional[Sequence[str]]], int],
+        argv: Optional[Sequence[str]] = None) -> int:
+    """Runs a stage's ``main``, turning user errors into one line on stderr.
+
+    Returns:
+        The exit status: ``main``'s, 1 for a user error, 130 when interrupted.
+    """
+    prog = sys.argv[0].rsplit("/", 1)[-1]
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished artifacts are kept, rerun to complete",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type for a count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

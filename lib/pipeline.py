@@ -1,0 +1,124 @@
+"""The three pipeline phases as functions over files, streaming in chunks.
+
+Each reads its input memory-mapped and writes its output chunk by chunk into a
+memory-mapped ``.npy``, so peak memory does not grow with the collection size.
+"""
+import concurrent.futures
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+import numpy as np
+
+from lib.artifacts import load_npy, open_npy_writer, save_json, save_npy
+from lib.features import preprocess
+from lib.images import EtlConfig, ImageReadError, list_images, load_image
+from lib.vectorizer import Vectorizer
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+def _load_one(path: Path, config: EtlConfig) -> Tuple[Path, Any]:
+    """ETL of one file; returns the array, or the error message if it is unusable."""
+    try:
+        return path, load_image(path, config)
+    except ImageReadError as err:
+        return path, str(err)
+
+
+def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
+            report_out: PathLike, config: EtlConfig, workers: int = 4,
+            chunk_size: int = 256) -> Dict[str, Any]:
+    """Reads every image under ``master`` and writes the resized RGB array and names.
+
+    Unreadable files are logged, skipped and listed with their reason in the report;
+    one bad file never stops the stage.
+
+    Args:
+        master: Folder of photos, searched recursively.
+        images_out: ``.npy`` for the (N, S, S, 3) ``uint8`` RGB array.
+        names_out: ``.npy`` for the (N,) unicode names: paths relative to ``master``,
+            in the same row order.
+        report_out: JSON report of counts and skipped files.
+        config: The ETL transform's settings.
+        workers: Decoding threads.
+        chunk_size: Files decoded per chunk.
+
+    Returns:
+        The report.
+
+    Raises:
+        ValueError: ``master`` is missing, or holds no readable image.
+    """
+    master = Path(master)
+    files = list_images(master)
+    if not files:
+        raise ValueError(f"no image files found under {master}")
+    side = config.image_size
+    names: List[str] = []
+    skipped: List[Dict[str, str]] = []
+    tmp_rows = Path(images_out).with_name(Path(images_out).name + ".rows.npy")
+    with open_npy_writer(tmp_rows, (len(files), side, side, 3), np.uint8) as rows:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(files), chunk_size):
+                chunk = files[start:start + chunk_size]
+                for path, result in pool.map(lambda p: _load_one(p, config), chunk):
+                    name = path.relative_to(master).as_posix()
+                    if isinstance(result, str):
+                        logger.warning("skipping %s", result)
+                        skipped.append({"name": name, "reason": result})
+                        continue
+                    rows[len(names)] = result                      # (S, S, 3) RGB
+                    names.append(name)
+                logger.info("ETL: %d/%d files", min(start + chunk_size, len(files)), len(files))
+    try:
+        if not names:
+            raise ValueError(f"none of the {len(files)} files under {master} is a readable image")
+        source = load_npy(tmp_rows, dtype=np.uint8, mmap=True)
+        with open_npy_writer(images_out, (len(names), side, side, 3), np.uint8) as out:
+            for start in range(0, len(names), chunk_size):
+                out[start:start + chunk_size] = source[start:min(start + chunk_size, len(names))]
+        del source
+    finally:
+        tmp_rows.unlink(missing_ok=True)
+    save_npy(names_out, np.array(names, dtype=np.str_))
+    report = {"files_found": len(files), "images_kept": len(names),
+              "files_skipped": len(skipped), "skipped": skipped}
+    save_json(report_out, report)
+    logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))
+    return report
+
+
+def run_feature_engineering(images_in: PathLike, features_out: PathLike,
+                            chunk_size: int = 128) -> int:
+    """Applies ``preprocess`` to the ETL output chunk by chunk.
+
+    Returns:
+        The number of rows written.
+    """
+    images = load_npy(images_in, dtype=np.uint8, ndim=4, mmap=True)   # (N, S, S, 3)
+    with open_npy_writer(features_out, images.shape, np.float32) as out:
+        for start in range(0, images.shape[0], chunk_size):
+            out[start:start + chunk_size] = preprocess(
+                np.asarray(images[start:start + chunk_size]))          # (C, S, S, 3)
+    return int(images.shape[0])
+
+
+def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
+                  chunk_size: int = 256) -> int:
+    """Embeds the feature store with ``vectorizer``, chunk by chunk.
+
+    Returns:
+        The number of vectors written.
+    """
+    features = load_npy(features_in, dtype=np.float32, ndim=4,
+                        trailing_shape=vectorizer.input_shape, mmap=True)  # (N, S, S, 3)
+    total = features.shape[0]
+    with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
+        for start in range(0, total, chunk_size):
+            out[start:start + chunk_size] = vectorizer.transform(
+                np.asarray(features[start:start + chunk_size]))       # (C, D)
+            logger.info("embedding: %d/%d images", min(start + chunk_size, total), total)
+    return int(total)

@@ -1,0 +1,134 @@
+"""The search engine: embeds a query the way the pipeline embedded the collection."""
+import logging
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+from lib.artifacts import ArtifactError, load_npy
+from lib.features import preprocess
+from lib.images import EtlConfig, etl_transform, read_image_bgr
+from lib.similarity import l2_normalize, top_k
+from lib.vectorizer import Vectorizer
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+Query = Union[str, Path, np.ndarray]
+
+_CHUNK = 65536  # database rows scored per step
+
+
+class ImageSearchEngine:
+    """Ranks a collection of embedded images by cosine similarity to a query image.
+
+    Args:
+        vectors: (N, D) ``float32`` embeddings of the collection (a memmap is fine).
+        names: (N,) image names, row-aligned with ``vectors``.
+        vectorizer: The saved model the collection was embedded with.
+        etl_config: The ETL settings the collection was built with.
+        images: Optional (N, S, S, 3) ``uint8`` RGB thumbnails (the ETL output), for
+            showing results.
+    """
+
+    def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Vectorizer,
+                 etl_config: EtlConfig, images: Optional[np.ndarray] = None):
+        if vectors.ndim != 2 or vectors.dtype != np.float32:
+            raise ArtifactError(f"vectors must be (N, D) float32, got {vectors.shape} "
+                                f"{vectors.dtype}")
+        if names.ndim != 1 or names.shape[0] != vectors.shape[0]:
+            raise ArtifactError(f"{names.shape[0]} image names for {vectors.shape[0]} vectors: "
+                                "names and vectors are out of step")
+        if images is not None and images.shape[0] != vectors.shape[0]:
+            raise ArtifactError(f"{images.shape[0]} images for {vectors.shape[0]} vectors: "
+                                "landing images and vectors are out of step")
+        if vectors.shape[0] == 0:
+            raise ArtifactError("the index is empty")
+        if vectorizer.dim != vectors.shape[1]:
+            raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
+                                f"holds {vectors.shape[1]}-d vectors")
+        self.vectors = vectors
+        self.names = names
+        self.vectorizer = vectorizer
+        self.etl_config = etl_config
+        self.images = images
+        self._rows: Optional[dict] = None
+        self._norms = np.concatenate([
+            np.linalg.norm(np.asarray(vectors[i:i + _CHUNK], dtype=np.float32), axis=1)
+            for i in range(0, vectors.shape[0], _CHUNK)])          # (N,)
+
+    @classmethod
+    def load(cls, vectors_path: PathLike, names_path: PathLike, model_dir: PathLike,
+             etl_config: EtlConfig, images_path: Optional[PathLike] = None,
+             batch_size: int = 32) -> "ImageSearchEngine":
+        """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle)."""
+        vectors = load_npy(vectors_path, dtype=np.float32, ndim=2, mmap=True)
+        names = load_npy(names_path, kind="U", ndim=1)
+        images = None
+        if images_path is not None:
+            side = etl_config.image_size
+            images = load_npy(images_path, dtype=np.uint8, ndim=4, mmap=True,
+                              trailing_shape=(side, side, 3))
+        vectorizer = Vectorizer.load(model_dir, batch_size=batch_size,
+                                     expected_dim=vectors.shape[1])
+        return cls(vectors, names, vectorizer, etl_config, images)
+
+    def thumbnail(self, name: str) -> np.ndarray:
+        """The ETL image (S, S, 3) RGB of a collection image, by name."""
+        if self.images is None:
+            raise ValueError("this engine was loaded without the landing images")
+        if self._rows is None:
+            self._rows = {str(item): row for row, item in enumerate(self.names)}
+        return np.asarray(self.images[self._rows[name]])
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def prepare(self, query: Query) -> np.ndarray:
+        """The ETL output for a query: a file path, or an OpenCV BGR array."""
+        if isinstance(query, (str, Path)):
+            query = read_image_bgr(query, self.etl_config.max_pixels)
+        return etl_transform(query, self.etl_config)               # (S, S, 3) RGB
+
+    def embed(self, query: Query) -> np.ndarray:
+        """Embeds one query through the same ETL, FE and saved model: (D,) ``float32``."""
+        rgb = self.prepare(query)[np.newaxis]                      # (1, S, S, 3) uint8
+        return self.vectorizer.transform(preprocess(rgb))[0]       # (D,)
+
+    def search_vector(self, vector: np.ndarray, n: int) -> List[Tuple[float, int]]:
+        """The ``n`` rows most similar to an embedding, as (cosine, row), best first."""
+        n = _check_n(n)
+        query = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(-1))  # (D,)
+        if query.shape[0] != self.vectors.shape[1]:
+            raise ValueError(f"query vector has {query.shape[0]} dimensions, the index "
+                             f"{self.vectors.shape[1]}")
+        scores = np.empty(len(self), dtype=np.float32)              # (N,)
+        for start in range(0, len(self), _CHUNK):
+            block = np.asarray(self.vectors[start:start + _CHUNK], dtype=np.float32)
+            scores[start:start + block.shape[0]] = block @ query    # (C,)
+        scores /= np.maximum(self._norms, 1e-12)
+        rows, values = top_k(scores, n)
+        return [(float(value), int(row)) for row, value in zip(rows, values)]
+
+    def most_similar(self, query: Query, n: int = 5) -> List[Tuple[float, str]]:
+        """The ``n`` collection images most similar to ``query``.
+
+        Args:
+            query: An image file path, or an OpenCV BGR ``uint8`` array.
+            n: How many results; more than the collection holds returns all of it.
+
+        Returns:
+            (cosine similarity, image name) pairs, best first.
+        """
+        n = _check_n(n)
+        return [(score, str(self.names[row]))
+                for score, row in self.search_vector(self.embed(query), n)]
+
+
+def _check_n(n) -> int:
+    """Validates a result count."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be a positive integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    return int(n)

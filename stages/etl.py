@@ -1,0 +1,44 @@
+"""ETL stage: photos in ``data/master`` -> 224x224 RGB ``uint8`` array + image names.
+
+Usage (as ``dvc.yaml`` runs it)::
+
+    python stages/etl.py MASTER_DIR IMAGES_NPY NAMES_NPY REPORT_JSON
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# pylint: disable=wrong-import-position
+from lib import cli
+from lib.images import EtlConfig
+from lib.params import get_int, load_params, section
+from lib.pipeline import run_etl
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("master", type=Path, help="folder of photos (searched recursively)")
+    parser.add_argument("images", type=Path, help="output .npy: (N, 224, 224, 3) uint8 RGB")
+    parser.add_argument("names", type=Path, help="output .npy: (N,) image names")
+    parser.add_argument("report", type=Path, help="output JSON: counts and skipped files")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Reads params and runs the ETL."""
+    args = parse_args(argv)
+    cli.setup_logging()
+    etl = section(load_params(args.params), "etl")
+    run_etl(args.master, args.images, args.names, args.report,
+            config=EtlConfig.from_params(etl), workers=get_int(etl, "workers"),
+            chunk_size=get_int(etl, "chunk_size"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,39 @@
+"""Feature-engineering stage: RGB ``uint8`` images -> ResNet50 ``preprocess_input`` floats.
+
+Usage (as ``dvc.yaml`` runs it)::
+
+    python stages/feature_engineering.py IMAGES_NPY FEATURES_NPY
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# pylint: disable=wrong-import-position
+from lib import cli
+from lib.params import get_int, load_params, section
+from lib.pipeline import run_feature_engineering
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", type=Path, help="ETL output .npy (N, 224, 224, 3) uint8")
+    parser.add_argument("features", type=Path, help="output .npy (N, 224, 224, 3) float32")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Reads params and runs feature engineering."""
+    args = parse_args(argv)
+    cli.setup_logging()
+    params = section(load_params(args.params), "feature_engineering")
+    run_feature_engineering(args.images, args.features, chunk_size=get_int(params, "chunk_size"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,51 @@
+"""Modelling stage: builds the ResNet50 vectorizer, saves it, embeds the collection.
+
+The collection is embedded with the model as *reloaded from disk*, the same artifact
+serving loads, so the index and queries cannot drift apart.
+
+Usage (as ``dvc.yaml`` runs it)::
+
+    python stages/modelling.py FEATURES_NPY VECTORS_NPY MODEL_DIR
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# pylint: disable=wrong-import-position
+from lib import cli
+from lib.params import get_int, load_params, section
+from lib.pipeline import run_embedding
+from lib.vectorizer import ResNet50Helper, Vectorizer, batch_size_from_params
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("features", type=Path, help="feature store .npy (N, 224, 224, 3)")
+    parser.add_argument("vectors", type=Path, help="output .npy (N, 2048) float32")
+    parser.add_argument("model", type=Path, help="output directory of the saved Keras model")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Reads params, saves the model, embeds the feature store."""
+    args = parse_args(argv)
+    cli.setup_logging()
+    params = load_params(args.params)
+    modelling = section(params, "modelling")
+    image_size = get_int(section(params, "etl"), "image_size", 8)
+    helper = ResNet50Helper.from_params(modelling, image_size=image_size)
+    batch_size = batch_size_from_params(modelling)
+    Vectorizer(helper.build(), batch_size=batch_size).save(args.model)
+    vectorizer = Vectorizer.load(args.model, batch_size=batch_size)
+    run_embedding(args.features, args.vectors, vectorizer,
+                  chunk_size=get_int(modelling, "chunk_size"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,76 @@
+"""Serving: the N images of the collection most similar to a query image.
+
+The query goes through the same ETL and feature-engineering functions as the
+collection, is embedded with the saved vectorizer model, and is ranked by cosine
+similarity. Prints rank, score and name, and writes a picture of the results.
+
+Usage::
+
+    python stages/serve.py QUERY [-n N] [--output result.png]
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# pylint: disable=wrong-import-position
+from lib import cli
+from lib.images import EtlConfig, read_image_bgr
+from lib.params import artifact_paths, get_int, load_params, section
+from lib.render import render_results
+from lib.search import ImageSearchEngine
+from lib.vectorizer import batch_size_from_params
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("query", type=Path, help="query image file")
+    parser.add_argument("-n", type=cli.positive_int, default=None,
+                        help="number of results (default: serve.top_n in params.yaml)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="result picture, PNG (default: serve.output in params.yaml)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params file; artifact paths are relative to its folder")
+    return parser.parse_args(argv)
+
+
+def format_results(results: List[Tuple[float, str]]) -> str:
+    """One line per match: rank, cosine score with 4 decimals, image name."""
+    return "\n".join(f"{rank:>3}  {score:.4f}  {name}"
+                     for rank, (score, name) in enumerate(results, start=1))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Loads the engine, answers the query, prints the ranking and writes the picture."""
+    args = parse_args(argv)
+    cli.setup_logging()
+    params = load_params(args.params)
+    serve = section(params, "serve")
+    paths = artifact_paths(params, root=args.params.parent)
+    etl_config = EtlConfig.from_params(section(params, "etl"))
+    engine = ImageSearchEngine.load(
+        paths["vectors"], paths["names"], paths["model"], etl_config,
+        images_path=paths["images"],
+        batch_size=batch_size_from_params(section(params, "modelling")))
+    n = args.n if args.n is not None else get_int(serve, "top_n")
+    query_bgr = read_image_bgr(args.query, etl_config.max_pixels)
+    results = engine.most_similar(query_bgr, n)
+    if n > len(engine):
+        print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
+              file=sys.stderr)
+    print(f"{len(results)} most similar of {len(engine)} images to {args.query}:")
+    print(format_results(results))
+    output = args.output if args.output is not None else Path(serve["output"])
+    render_results(cv2.cvtColor(query_bgr, cv2.COLOR_BGR2RGB),
+                   [(engine.thumbnail(name), name, score) for score, name in results], output)
+    print(f"picture: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,34 @@
+"""``dvc repro`` recomputes only stale stages, proven by what it actually reran."""
+import shutil
+
+import pytest
+
+from tests.helpers import DATASET, make_project, pick_per_class, repro, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def test_only_stale_stages_rerun(tmp_path):
+    project = make_project(tmp_path / "project", pick_per_class("train", 2))
+    assert repro(project) == ["etl", "feature_engineering", "modelling"]
+    assert repro(project) == []
+
+    # A param read only by the last stage reruns that stage alone.
+    set_params(project, {"modelling.batch_size": 8})
+    assert repro(project) == ["modelling"]
+    assert repro(project) == []
+
+    # A feature-engineering param reruns that stage; its output is byte-identical,
+    # so DVC skips modelling (content-addressed staleness).
+    set_params(project, {"feature_engineering.chunk_size": 3})
+    assert repro(project) == ["feature_engineering"]
+
+    # An ETL param that changes the output reruns everything downstream.
+    set_params(project, {"etl.resize_mode": "crop"})
+    assert repro(project) == ["etl", "feature_engineering", "modelling"]
+
+    # A new photo in data/master reruns all three stages.
+    extra = pick_per_class("train", 1, skip=5)[0]
+    shutil.copyfile(DATASET / extra[0], project / "data/master" / extra[1] / "new-photo.jpg")
+    assert repro(project) == ["etl", "feature_engineering", "modelling"]
+    assert repro(project) == []
