@@ -26,6 +26,9 @@ def run(main: Callable[[Optional[Sequence[str]]], int],
         The exit status: ``main``'s, 1 for a user error, 130 when interrupted.
     """
     prog = sys.argv[0].rsplit("/", 1)[-1]
+    # A file name that is not valid UTF-8 is printed escaped rather than failing.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return main(argv)
     except KeyboardInterrupt:

@@ -3,17 +3,24 @@
 The pipeline's ETL stage and the serving path both call :func:`etl_transform` (and
 :func:`load_image` for files), so a query is resized exactly as the collection was.
 """
+import contextlib
 import dataclasses
 import io
 import logging
+import os
+import re
+import sys
+import tempfile
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from lib import DEFAULT_MAX_PIXELS
 from lib.params import get_choice, get_int
 
 logger = logging.getLogger(__name__)
@@ -32,6 +39,16 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
 
 # The pixel-count check below replaces Pillow's own bomb guard (we only read headers).
 Image.MAX_IMAGE_PIXELS = None
+# Pillow reads only the header, and only of formats this OpenCV build decodes.
+_PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "BMP", "DIB", "GIF", "JPEG2000",
+                   "PPM", "SUN")
+# Headers Pillow cannot read but OpenCV decodes: Radiance HDR, PAM, PFM.
+_RADIANCE_SIZE = re.compile(rb"[-+]([XY])\s+(\d+)\s+[-+][XY]\s+(\d+)")
+_PAM_FIELD = re.compile(rb"^(WIDTH|HEIGHT)\s+(\d+)", re.MULTILINE)
+_PFM_SIZE = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)")
+# "[ WARN:0@0.24] global grfmt_tiff.cpp:811 readData " in front of OpenCV's log lines.
+_OPENCV_LOG_PREFIX = re.compile(r"^\[\s*\w+:[\d@.:]+\]\s*(?:global\s+)?(?:\S+:\d+\s+\S+\s+)?")
+_NATIVE_STDERR_LOCK = threading.Lock()
 
 
 class ImageReadError(ValueError):
@@ -53,7 +70,7 @@ class EtlConfig:
     image_size: int = 224
     resize_mode: str = "stretch"
     interpolation: str = "area"
-    max_pixels: int = 100_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def from_params(cls, etl: Dict[str, Any]) -> "EtlConfig":
@@ -67,7 +84,9 @@ class EtlConfig:
 def list_images(root: PathLike) -> List[Path]:
     """Finds image files under ``root`` recursively, in sorted order of relative path.
 
-    Hidden files and folders (names starting with ``.``) are left out.
+    Hidden files and folders (names starting with ``.``) are left out. Anything else
+    with an image extension is listed, even a broken link or a special file, so the
+    ETL reports it instead of silently ignoring it.
 
     Raises:
         ValueError: ``root`` is missing or not a directory.
@@ -76,21 +95,83 @@ def list_images(root: PathLike) -> List[Path]:
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist or is not a directory")
     found = [p for p in root.rglob("*")
-             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()
              and not any(part.startswith(".") for part in p.relative_to(root).parts)]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _header_size(data: bytes) -> Union[tuple, None]:
-    """Returns (width, height) from the image header without decoding, if Pillow can."""
+def _pillow_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) from the header, if Pillow knows the format; nothing is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as img:
                 return img.size
     except Exception:  # pylint: disable=broad-exception-caught
-        # Pillow does not know every format OpenCV reads; OpenCV then decides.
+        # Not a format Pillow reads (or a broken one): the other checks decide.
         return None
+
+
+def _other_header_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) of the formats OpenCV decodes and Pillow does not read."""
+    head = data[:65536]
+    if head.startswith(b"#?"):                                    # Radiance HDR
+        _, blank, rest = head.partition(b"\n\n")
+        found = _RADIANCE_SIZE.match(rest.lstrip()) if blank else None
+        if found:
+            first, second = int(found.group(2)), int(found.group(3))
+            return (second, first) if found.group(1) == b"Y" else (first, second)
+    elif head.startswith(b"P7"):                                  # PAM
+        fields = {key: int(value) for key, value in _PAM_FIELD.findall(head)}
+        if len(fields) == 2:
+            return fields[b"WIDTH"], fields[b"HEIGHT"]
+    elif head[:2] in (b"PF", b"Pf"):                              # PFM
+        found = _PFM_SIZE.match(head)
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
+
+
+def header_sizes(data: bytes) -> List[Tuple[int, int]]:
+    """Every (width, height) the file's header declares, read without decoding."""
+    return [size for size in (_pillow_size(data), _other_header_size(data)) if size]
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[List[str]]:
+    """Captures what C libraries (libjpeg, OpenCV's log) print on file descriptor 2.
+
+    Their warnings ("Corrupt JPEG data: ...") would otherwise reach the terminal as
+    bare noise; the caller reports them with the file name instead. File descriptors
+    are process-wide, so captures are serialised by a lock.
+
+    Yields:
+        A list that holds the captured lines once the block has finished.
+    """
+    lines: List[str] = []
+    with _NATIVE_STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):                # no usable stderr: nothing to hide
+            yield lines
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(4096).decode("utf-8", "replace")
+            lines.extend(_OPENCV_LOG_PREFIX.sub("", line).strip()
+                         for line in text.splitlines() if line.strip())
+
+
+def _opencv_message(err: Exception) -> str:
+    """The informative part of an OpenCV exception, on one line."""
+    text = " ".join(str(err).split())
+    return text.split(" error: ", 1)[-1]
 
 
 def decode_image(data: bytes, max_pixels: int, source: str = "image") -> np.ndarray:
@@ -98,6 +179,9 @@ def decode_image(data: bytes, max_pixels: int, source: str = "image") -> np.ndar
 
     Greyscale becomes three equal channels, alpha is dropped, 16-bit is scaled to
     8-bit, EXIF orientation is applied, and multi-frame files give their first frame.
+    The pixel count is checked from the header before anything is decoded; what the
+    decoder prints (libjpeg's "Corrupt JPEG data", OpenCV's warnings) is logged as a
+    warning naming ``source`` instead of reaching stderr.
 
     Args:
         data: The encoded file contents.
@@ -112,20 +196,37 @@ def decode_image(data: bytes, max_pixels: int, source: str = "image") -> np.ndar
     """
     if not data:
         raise ImageReadError(f"{source}: empty file")
-    size = _header_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageReadError(f"{source}: {size[0]}x{size[1]} pixels exceeds the limit of "
-                             f"{max_pixels} (etl.max_pixels)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    sizes = header_sizes(data)
+    for width, height in sizes:
+        if width * height > max_pixels:
+            raise ImageReadError(f"{source}: {width}x{height} pixels exceeds the limit of "
+                                 f"{max_pixels} (etl.max_pixels)")
+    with _native_stderr_captured() as messages:
+        try:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error as err:
+            image, failure = None, _opencv_message(err)
+        else:
+            failure = ""
+    if "CV_IO_MAX_IMAGE" in failure:
+        raise ImageReadError(f"{source}: larger than OpenCV's image size limit "
+                             "(OPENCV_IO_MAX_IMAGE_PIXELS)")
+    detail = "; ".join(messages + ([failure] if failure else []))
     if image is None or image.size == 0:
-        raise ImageReadError(f"{source}: not an image OpenCV can decode")
+        reason = f" ({detail})" if detail else ""
+        if sizes:
+            raise ImageReadError(f"{source}: damaged or truncated image, OpenCV cannot "
+                                 f"decode it{reason}")
+        raise ImageReadError(f"{source}: not an image OpenCV can decode{reason}")
+    if detail:
+        logger.warning("%s: decoded with warnings: %s", source, detail)
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageReadError(f"{source}: {image.shape[1]}x{image.shape[0]} pixels exceeds "
                              f"the limit of {max_pixels} (etl.max_pixels)")
     return image
 
 
-def read_image_bgr(path: PathLike, max_pixels: int = EtlConfig.max_pixels) -> np.ndarray:
+def read_image_bgr(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Reads an image file as OpenCV does: 8-bit BGR, shape (H, W, 3).
 
     Raises:
@@ -133,7 +234,7 @@ def read_image_bgr(path: PathLike, max_pixels: int = EtlConfig.max_pixels) -> np
     """
     path = Path(path)
     if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: " + ("broken link" if path.is_symlink() else "no such file"))
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
     try:
@@ -143,17 +244,25 @@ def read_image_bgr(path: PathLike, max_pixels: int = EtlConfig.max_pixels) -> np
     return decode_image(data, max_pixels, source=str(path))
 
 
-def _to_square(rgb: np.ndarray, mode: str) -> np.ndarray:
-    """Crops or pads (H, W, 3) to a square; ``stretch`` returns it unchanged."""
+def _to_square(rgb: np.ndarray, config: EtlConfig) -> np.ndarray:
+    """Crops (H, W, 3) to a square, or for ``pad`` fits it into the output square.
+
+    ``pad`` scales the image to fit first, so that a 100000x1 image does not become a
+    100000x100000 canvas; ``stretch`` returns the image unchanged.
+    """
     height, width = rgb.shape[:2]
-    if mode == "crop":
+    if config.resize_mode == "crop":
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         return rgb[top:top + side, left:left + side]
-    if mode == "pad":
-        side = max(height, width)
-        top, left = (side - height) // 2, (side - width) // 2
-        return cv2.copyMakeBorder(rgb, top, side - height - top, left, side - width - left,
+    if config.resize_mode == "pad":
+        side = config.image_size
+        scale = side / max(height, width)
+        fit_w, fit_h = max(1, round(width * scale)), max(1, round(height * scale))
+        fitted = cv2.resize(rgb, (fit_w, fit_h),
+                            interpolation=INTERPOLATIONS[config.interpolation])
+        top, left = (side - fit_h) // 2, (side - fit_w) // 2
+        return cv2.copyMakeBorder(fitted, top, side - fit_h - top, left, side - fit_w - left,
                                   cv2.BORDER_CONSTANT, value=(0, 0, 0))
     return rgb
 
@@ -184,7 +293,7 @@ def etl_transform(bgr: np.ndarray, config: EtlConfig) -> np.ndarray:
     if bgr.ndim != 3 or bgr.shape[2] != 3 or min(bgr.shape[:2]) < 1:
         raise ValueError(f"expected an (H, W, 3) BGR image, got shape {bgr.shape}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)                  # (H, W, 3) RGB
-    square = _to_square(rgb, config.resize_mode)                # (S', S', 3) or (H, W, 3)
+    square = _to_square(rgb, config)                           # (S', S', 3) or (H, W, 3)
     size = (config.image_size, config.image_size)
     resized = cv2.resize(square, size, interpolation=INTERPOLATIONS[config.interpolation])
     return np.ascontiguousarray(resized, dtype=np.uint8)       # (size, size, 3) RGB

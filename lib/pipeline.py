@@ -5,9 +5,11 @@ memory-mapped ``.npy``, so peak memory does not grow with the collection size.
 """
 import concurrent.futures
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
+import cv2
 import numpy as np
 
 from lib.artifacts import load_npy, open_npy_writer, save_json, save_npy
@@ -21,11 +23,32 @@ PathLike = Union[str, Path]
 
 
 def _load_one(path: Path, config: EtlConfig) -> Tuple[Path, Any]:
-    """ETL of one file; returns the array, or the error message if it is unusable."""
+    """ETL of one file; returns the array, or the reason it is unusable.
+
+    Whatever goes wrong with one file (unreadable, corrupt, too large, out of memory,
+    a decoder error) is that file's problem only: the stage goes on without it.
+    """
     try:
         return path, load_image(path, config)
     except ImageReadError as err:
         return path, str(err)
+    except (ValueError, OSError, MemoryError, cv2.error) as err:
+        return path, f"{path}: {type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _name_of(path: Path, master: Path) -> Tuple[str, str]:
+    """The image name (path relative to ``master``) and, if unusable, why.
+
+    Names are stored and printed as text, so a name that is not valid UTF-8 (a file
+    copied from an old archive, say) is refused; the report shows it escaped.
+    """
+    name = path.relative_to(master).as_posix()
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        return shown, f"{master / shown}: file name is not valid UTF-8; rename the file"
+    return name, ""
 
 
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
@@ -53,12 +76,20 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         ValueError: ``master`` is missing, or holds no readable image.
     """
     master = Path(master)
-    files = list_images(master)
-    if not files:
+    found = list_images(master)
+    if not found:
         raise ValueError(f"no image files found under {master}")
     side = config.image_size
     names: List[str] = []
     skipped: List[Dict[str, str]] = []
+    files = []
+    for path in found:
+        name, problem = _name_of(path, master)
+        if problem:
+            logger.warning("skipping %s", problem)
+            skipped.append({"name": name, "reason": problem})
+        else:
+            files.append(path)
     tmp_rows = Path(images_out).with_name(Path(images_out).name + ".rows.npy")
     with open_npy_writer(tmp_rows, (len(files), side, side, 3), np.uint8) as rows:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
@@ -75,7 +106,8 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
                 logger.info("ETL: %d/%d files", min(start + chunk_size, len(files)), len(files))
     try:
         if not names:
-            raise ValueError(f"none of the {len(files)} files under {master} is a readable image")
+            raise ValueError(f"none of the {len(found)} image files under {master} is "
+                             f"readable; first: {skipped[0]['reason']}")
         source = load_npy(tmp_rows, dtype=np.uint8, mmap=True)
         with open_npy_writer(images_out, (len(names), side, side, 3), np.uint8) as out:
             for start in range(0, len(names), chunk_size):
@@ -84,7 +116,8 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
     finally:
         tmp_rows.unlink(missing_ok=True)
     save_npy(names_out, np.array(names, dtype=np.str_))
-    report = {"files_found": len(files), "images_kept": len(names),
+    skipped.sort(key=lambda item: item["name"])
+    report = {"files_found": len(found), "images_kept": len(names),
               "files_skipped": len(skipped), "skipped": skipped}
     save_json(report_out, report)
     logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))

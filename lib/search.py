@@ -33,17 +33,7 @@ class ImageSearchEngine:
 
     def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Vectorizer,
                  etl_config: EtlConfig, images: Optional[np.ndarray] = None):
-        if vectors.ndim != 2 or vectors.dtype != np.float32:
-            raise ArtifactError(f"vectors must be (N, D) float32, got {vectors.shape} "
-                                f"{vectors.dtype}")
-        if names.ndim != 1 or names.shape[0] != vectors.shape[0]:
-            raise ArtifactError(f"{names.shape[0]} image names for {vectors.shape[0]} vectors: "
-                                "names and vectors are out of step")
-        if images is not None and images.shape[0] != vectors.shape[0]:
-            raise ArtifactError(f"{images.shape[0]} images for {vectors.shape[0]} vectors: "
-                                "landing images and vectors are out of step")
-        if vectors.shape[0] == 0:
-            raise ArtifactError("the index is empty")
+        check_index(vectors, names, images)
         if vectorizer.dim != vectors.shape[1]:
             raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
                                 f"holds {vectors.shape[1]}-d vectors")
@@ -56,6 +46,8 @@ class ImageSearchEngine:
         self._norms = np.concatenate([
             np.linalg.norm(np.asarray(vectors[i:i + _CHUNK], dtype=np.float32), axis=1)
             for i in range(0, vectors.shape[0], _CHUNK)])          # (N,)
+        if not np.isfinite(self._norms).all():
+            raise ArtifactError("the index vectors hold NaN or infinite values")
 
     @classmethod
     def load(cls, vectors_path: PathLike, names_path: PathLike, model_dir: PathLike,
@@ -69,6 +61,7 @@ class ImageSearchEngine:
             side = etl_config.image_size
             images = load_npy(images_path, dtype=np.uint8, ndim=4, mmap=True,
                               trailing_shape=(side, side, 3))
+        check_index(vectors, names, images)       # before the slow model load
         vectorizer = Vectorizer.load(model_dir, batch_size=batch_size,
                                      expected_dim=vectors.shape[1])
         return cls(vectors, names, vectorizer, etl_config, images)
@@ -123,6 +116,31 @@ class ImageSearchEngine:
         n = _check_n(n)
         return [(score, str(self.names[row]))
                 for score, row in self.search_vector(self.embed(query), n)]
+
+
+def check_index(vectors: np.ndarray, names: np.ndarray,
+                images: Optional[np.ndarray] = None) -> None:
+    """Checks that the index arrays have the designed form and are row-aligned.
+
+    Raises:
+        ArtifactError: Wrong shape or dtype, empty, duplicate names, or arrays whose
+            row counts differ (artifacts from different runs, or tampered with).
+    """
+    if vectors.ndim != 2 or vectors.dtype != np.float32:
+        raise ArtifactError(f"vectors must be (N, D) float32, got {vectors.shape} "
+                            f"{vectors.dtype}")
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise ArtifactError(f"image names must be (N,) text, got {names.shape} {names.dtype}")
+    if names.shape[0] != vectors.shape[0]:
+        raise ArtifactError(f"{names.shape[0]} image names for {vectors.shape[0]} vectors: "
+                            "names and vectors are out of step")
+    if images is not None and images.shape[0] != vectors.shape[0]:
+        raise ArtifactError(f"{images.shape[0]} images for {vectors.shape[0]} vectors: "
+                            "landing images and vectors are out of step")
+    if vectors.shape[0] == 0:
+        raise ArtifactError("the index is empty")
+    if np.unique(names).shape[0] != names.shape[0]:
+        raise ArtifactError("the image names are not unique")
 
 
 def _check_n(n) -> int:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,12 +53,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve = section(params, "serve")
     paths = artifact_paths(params, root=args.params.parent)
     etl_config = EtlConfig.from_params(section(params, "etl"))
+    n = args.n if args.n is not None else get_int(serve, "top_n")
+    query_bgr = read_image_bgr(args.query, etl_config.max_pixels)  # a bad query fails fast
     engine = ImageSearchEngine.load(
         paths["vectors"], paths["names"], paths["model"], etl_config,
         images_path=paths["images"],
         batch_size=batch_size_from_params(section(params, "modelling")))
-    n = args.n if args.n is not None else get_int(serve, "top_n")
-    query_bgr = read_image_bgr(args.query, etl_config.max_pixels)
     results = engine.most_similar(query_bgr, n)
     if n > len(engine):
         print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
@@ -66,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{len(results)} most similar of {len(engine)} images to {args.query}:")
     print(format_results(results))
     output = args.output if args.output is not None else Path(serve["output"])
-    render_results(cv2.cvtColor(query_bgr, cv2.COLOR_BGR2RGB),
+    render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
                    [(engine.thumbnail(name), name, score) for score, name in results], output)
     print(f"picture: {output}")
     return 0
