@@ -204,7 +204,7 @@ def test_model_with_code_is_refused_unrun(tmp_path):
     marker = tmp_path / "code-ran"
     inputs = keras.Input((32, 32, 3))
     touched = keras.layers.Lambda(
-        lambda x, m=str(marker): (open(m, "w", encoding="utf-8").close(), x)[1])(inputs)
+        lambda x, m=str(marker): (Path(m).touch(), x)[1])(inputs)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(touched))
     Vectorizer(model).save(tmp_path / "model")
     marker.unlink()                                       # building the model ran it once
