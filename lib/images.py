@@ -143,13 +143,20 @@ def _native_stderr_captured() -> Iterator[List[str]]:
 
     Their warnings ("Corrupt JPEG data: ...") would otherwise reach the terminal as
     bare noise; the caller reports them with the file name instead. File descriptors
-    are process-wide, so captures are serialised by a lock.
+    are process-wide, so captures are serialised, and the root logger's handlers are
+    held meanwhile so that other threads' log lines are not captured by mistake.
+    Call it with ``_NATIVE_STDERR_LOCK`` held.
 
     Yields:
         A list that holds the captured lines once the block has finished.
     """
     lines: List[str] = []
-    with _NATIVE_STDERR_LOCK, tempfile.TemporaryFile() as sink:
+    handlers = list(logging.getLogger().handlers)
+    with contextlib.ExitStack() as stack:
+        for handler in handlers:
+            handler.acquire()
+            stack.callback(handler.release)
+        sink = stack.enter_context(tempfile.TemporaryFile())
         try:
             sys.stderr.flush()
             saved = os.dup(2)
@@ -201,25 +208,27 @@ def decode_image(data: bytes, max_pixels: int, source: str = "image") -> np.ndar
         if width * height > max_pixels:
             raise ImageReadError(f"{source}: {width}x{height} pixels exceeds the limit of "
                                  f"{max_pixels} (etl.max_pixels)")
-    with _native_stderr_captured() as messages:
-        try:
-            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        except cv2.error as err:
-            image, failure = None, _opencv_message(err)
-        else:
-            failure = ""
+    with _NATIVE_STDERR_LOCK:
+        with _native_stderr_captured() as messages:
+            try:
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+            except cv2.error as err:
+                image, failure = None, _opencv_message(err)
+            else:
+                failure = ""
+        detail = "; ".join(messages + ([failure] if failure else []))
+        if image is not None and image.size and detail:
+            # Logged before another thread's capture can start, so it reaches stderr.
+            logger.warning("%s: decoded with warnings: %s", source, detail)
     if "CV_IO_MAX_IMAGE" in failure:
         raise ImageReadError(f"{source}: larger than OpenCV's image size limit "
                              "(OPENCV_IO_MAX_IMAGE_PIXELS)")
-    detail = "; ".join(messages + ([failure] if failure else []))
     if image is None or image.size == 0:
         reason = f" ({detail})" if detail else ""
         if sizes:
             raise ImageReadError(f"{source}: damaged or truncated image, OpenCV cannot "
                                  f"decode it{reason}")
         raise ImageReadError(f"{source}: not an image OpenCV can decode{reason}")
-    if detail:
-        logger.warning("%s: decoded with warnings: %s", source, detail)
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageReadError(f"{source}: {image.shape[1]}x{image.shape[0]} pixels exceeds "
                              f"the limit of {max_pixels} (etl.max_pixels)")

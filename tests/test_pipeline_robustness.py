@@ -8,6 +8,7 @@
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -71,6 +72,36 @@ def test_etl_skips_every_kind_of_bad_file_among_thousands(tmp_path):
         "copy of img0000.png")
     np.testing.assert_array_equal(images[first], images[copy])
     assert sorted(p.name for p in out.iterdir()) == ["names.npy", "report.json", "rgb.npy"]
+
+
+def test_etl_stage_reports_every_file_on_its_own_line(tmp_path):
+    """Decoding threads and the stage's own log lines never swallow each other."""
+    master = tmp_path / "master"
+    master.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(200):
+        image = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(master / f"ok{i:03d}.png"), image)
+        if i % 10 == 0:
+            jpeg = bytearray(cv2.imencode(".jpg", image)[1].tobytes())
+            jpeg[-2:-2] = b"\x00" * 16               # libjpeg warns, still decodes
+            (master / f"warn{i:03d}.jpg").write_bytes(bytes(jpeg))
+            (master / f"text{i:03d}.jpg").write_text("not an image")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["etl"].update({"workers": 4, "chunk_size": 8, "image_size": 16})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["python", str(REPO_ROOT / "stages/etl.py"), "master", "a.npy", "b.npy",
+                "c.json", "--params", "params.yaml"], tmp_path)
+    lines = proc.stderr.splitlines()
+    assert all(re.match(r"(INFO|WARNING) lib\.\w+: ", line) for line in lines), lines
+    warned = [line for line in lines if "decoded with warnings" in line]
+    skipped = [line for line in lines if "skipping" in line]
+    assert sorted(re.search(r"warn\d+\.jpg", line).group() for line in warned) == [
+        f"warn{i:03d}.jpg" for i in range(0, 200, 10)]
+    assert all(line.count(".jpg") == 1 and "Corrupt JPEG data" in line for line in warned)
+    assert sorted(re.search(r"text\d+\.jpg", line).group() for line in skipped) == [
+        f"text{i:03d}.jpg" for i in range(0, 200, 10)]
+    assert json.loads((tmp_path / "c.json").read_text())["images_kept"] == 220
 
 
 def test_dvc_yaml_declares_the_etl_report():
