@@ -14,7 +14,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -39,6 +39,9 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
 
 # The pixel-count check below replaces Pillow's own bomb guard (we only read headers).
 Image.MAX_IMAGE_PIXELS = None
+_EXIF_ORIENTATION = 0x0112
+# OpenCV applies EXIF orientation for JPEG, PNG, WebP and TIFF; lib applies AVIF's.
+_ORIENTATION_NOT_APPLIED_BY_OPENCV = frozenset({"AVIF"})
 # Pillow reads only the header, and only of formats this OpenCV build decodes.
 _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "BMP", "DIB", "GIF", "JPEG2000",
                    "PPM", "SUN")
@@ -100,16 +103,49 @@ def list_images(root: PathLike) -> List[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _pillow_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) from the header, if Pillow knows the format; nothing is decoded."""
+class _PillowHeader(NamedTuple):
+    """What Pillow reads from a header without decoding."""
+
+    size: Tuple[int, int]
+    format: str
+    orientation: int
+
+
+def _pillow_header(data: bytes) -> Optional[_PillowHeader]:
+    """Size, format and (for AVIF) orientation, if Pillow knows the format."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as img:
-                return img.size
+                return _PillowHeader(img.size, str(img.format), _orientation(img))
     except Exception:  # pylint: disable=broad-exception-caught
         # Not a format Pillow reads (or a broken one): the other checks decide.
         return None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation lib must apply itself: 1 (none) unless OpenCV ignores it."""
+    if img.format not in _ORIENTATION_NOT_APPLIED_BY_OPENCV:
+        return 1
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # pylint: disable=broad-exception-caught
+        return 1                                  # unreadable EXIF: as stored
+    return value if isinstance(value, int) else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turns stored pixels upright as an EXIF orientation (1 to 8) says viewers do."""
+    transforms = {
+        2: lambda im: cv2.flip(im, 1),
+        3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
+        4: lambda im: cv2.flip(im, 0),
+        5: cv2.transpose,
+        6: lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
+        7: lambda im: cv2.flip(cv2.transpose(im), -1),
+        8: lambda im: cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    }
+    return transforms[orientation](image) if orientation in transforms else image
 
 
 def _other_header_size(data: bytes) -> Optional[Tuple[int, int]]:
@@ -134,7 +170,9 @@ def _other_header_size(data: bytes) -> Optional[Tuple[int, int]]:
 
 def header_sizes(data: bytes) -> List[Tuple[int, int]]:
     """Every (width, height) the file's header declares, read without decoding."""
-    return [size for size in (_pillow_size(data), _other_header_size(data)) if size]
+    pillow = _pillow_header(data)
+    return [size for size in (pillow.size if pillow else None, _other_header_size(data))
+            if size]
 
 
 @contextlib.contextmanager
@@ -203,7 +241,9 @@ def decode_image(data: bytes, max_pixels: int, source: str = "image") -> np.ndar
     """
     if not data:
         raise ImageReadError(f"{source}: empty file")
-    sizes = header_sizes(data)
+    pillow = _pillow_header(data)
+    sizes = [size for size in (pillow.size if pillow else None, _other_header_size(data))
+             if size]
     for width, height in sizes:
         if width * height > max_pixels:
             raise ImageReadError(f"{source}: {width}x{height} pixels exceeds the limit of "
@@ -232,7 +272,9 @@ def decode_image(data: bytes, max_pixels: int, source: str = "image") -> np.ndar
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageReadError(f"{source}: {image.shape[1]}x{image.shape[0]} pixels exceeds "
                              f"the limit of {max_pixels} (etl.max_pixels)")
-    return image
+    if pillow is not None:
+        image = apply_orientation(image, pillow.orientation)       # AVIF only
+    return np.ascontiguousarray(image)
 
 
 def read_image_bgr(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lib.images import EtlConfig, ImageReadError, decode_image, etl_transform, header_sizes, \
-    read_image_bgr
+from lib.images import EtlConfig, ImageReadError, apply_orientation, decode_image, \
+    etl_transform, header_sizes, read_image_bgr
 from tests.badfiles import EXIF_ORIENTATION, encode, hdr_with_size, pillow_bytes
 from tests.helpers import REPO_ROOT
 
@@ -110,3 +110,26 @@ def test_broken_link_and_special_files(tmp_path):
         read_image_bgr(tmp_path / "a.jpg")
     with pytest.raises(ImageReadError, match="not a file"):
         read_image_bgr("/dev/null")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_transforms_equal_pillows(orientation):
+    """``apply_orientation`` (used where OpenCV ignores the tag) against Pillow."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    image = Image.fromarray(PHOTO)
+    image.info["exif"] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(apply_orientation(PHOTO, orientation), expected)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 7])
+def test_avif_orientation_is_applied_too(orientation):
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    data = pillow_bytes(Image.fromarray(PHOTO[:, :, ::-1]), "AVIF", quality=95,
+                        exif=exif.tobytes())
+    viewed = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = decode_image(data, 10**6)[:, :, ::-1]
+    assert decoded.shape == viewed.shape
+    assert np.abs(decoded.astype(int) - viewed).mean() < 4       # lossy, but the same way up

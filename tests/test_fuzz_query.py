@@ -55,6 +55,7 @@ def make_seeds() -> Dict[str, bytes]:
         "gif": pillow_bytes(rgb, "GIF", save_all=True, append_images=[rgb.rotate(90)]),
         "tiff": pillow_bytes(rgb, "TIFF", save_all=True, append_images=[rgb.rotate(90)]),
         "webp": encode(".webp", bgr),
+        "avif": pillow_bytes(rgb, "AVIF"),
         "bmp": encode(".bmp", bgr),
         "jp2": encode(".jp2", bgr),
         "hdr": encode(".hdr", bgr.astype(np.float32) / 255),
