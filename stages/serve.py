@@ -2,11 +2,16 @@
 
 The query goes through the same ETL and feature-engineering functions as the
 collection, is embedded with the saved vectorizer model, and is ranked by cosine
-similarity. Prints rank, score and name, and writes a picture of the results.
+similarity. Prints which artifact version answers, rank, score and name, and
+writes a picture of the results.
+
+Before loading, the artifacts are checked against the versions recorded in
+``dvc.lock`` (``--no-verify`` skips that); ``--rev`` serves the artifacts recorded
+at any git revision, fetched through DVC without a checkout.
 
 Usage::
 
-    python stages/serve.py QUERY [-n N] [--output result.png]
+    python stages/serve.py QUERY [-n N] [--output result.png] [--rev REV] [--no-verify]
 """
 import argparse
 import sys
@@ -20,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.images import EtlConfig, read_image_bgr
-from lib.params import artifact_paths, get_int, load_params, section
+from lib.params import get_int, load_params, section
+from lib.pinning import PinnedArtifacts, pin_revision, unverified, verify_workspace
 from lib.render import render_results
 from lib.search import ImageSearchEngine
 from lib.vectorizer import batch_size_from_params
@@ -36,6 +42,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="result picture, PNG (default: serve.output in params.yaml)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file; artifact paths are relative to its folder")
+    parser.add_argument("--rev", default=None,
+                        help="serve the artifacts recorded at this git tag, branch or "
+                             "commit (fetched from the DVC cache or remote, no checkout)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip checking the artifacts against dvc.lock")
     return parser.parse_args(argv)
 
 
@@ -45,13 +56,24 @@ def format_results(results: List[Tuple[float, str]]) -> str:
                      for rank, (score, name) in enumerate(results, start=1))
 
 
+def pin_artifacts(args: argparse.Namespace, params: dict) -> PinnedArtifacts:
+    """The artifacts to serve: verified workspace ones, a revision's, or unchecked."""
+    root = args.params.parent
+    if args.rev is not None:
+        return pin_revision(root, args.rev, verify=not args.no_verify)
+    if args.no_verify:
+        return unverified(root, params)
+    return verify_workspace(root, params)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine, answers the query, prints the ranking and writes the picture."""
     args = parse_args(argv)
     cli.setup_logging()
     params = load_params(args.params)
     serve = section(params, "serve")
-    paths = artifact_paths(params, root=args.params.parent)
+    pinned = pin_artifacts(args, params)
+    params, paths = pinned.params, pinned.paths
     etl_config = EtlConfig.from_params(section(params, "etl"))
     n = args.n if args.n is not None else get_int(serve, "top_n")
     query_bgr = read_image_bgr(args.query, etl_config.max_pixels)  # a bad query fails fast
@@ -63,6 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if n > len(engine):
         print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
               file=sys.stderr)
+    print(pinned.version.describe())
     print(f"{len(results)} most similar of {len(engine)} images to {args.query}:")
     print(format_results(results))
     output = args.output if args.output is not None else Path(serve["output"])

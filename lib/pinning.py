@@ -1,0 +1,398 @@
+"""Pinned artifact versions: serving loads exactly what ``dvc.lock`` records.
+
+Two ways to pin, both through DVC's own API (``dvc.repo.Repo``, its stage outputs and
+their state-db-backed hashing, and ``dvc.api.DVCFileSystem``):
+
+- :func:`verify_workspace` checks the artifacts in the working tree against the
+  current ``dvc.lock``: each served file is hashed the way ``dvc status`` hashes it
+  (DVC's stat cache makes a repeated check cost a ``stat`` per file), the stages that
+  built them must form one consistent build, and their code, params and data deps
+  must be unchanged since.
+- :func:`pin_revision` serves a git revision without checking it out: the
+  artifacts recorded in that revision's ``dvc.lock`` are fetched from the DVC cache or
+  the remote into a content-addressed folder and verified the same way.
+
+Any mismatch raises :class:`PinningError` with one line that names the artifact and
+the command that fixes it.
+"""
+import contextlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Union
+
+import yaml
+
+from lib.params import artifact_paths
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+# The artifacts serving loads, by their key in the params ``paths`` section.
+SERVED = ("names", "vectors", "model", "images")
+# Where fetched revisions are kept, relative to the repository root (git-ignored).
+REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
+
+
+class PinningError(ValueError):
+    """The artifacts are not the versions recorded in ``dvc.lock``."""
+
+
+@dataclass(frozen=True)
+class ServingVersion:
+    """Which artifact versions answer: the git revision and the vectors' hash.
+
+    Attributes:
+        git_rev: Commit the artifacts are pinned at (HEAD for the workspace), or None
+            outside git.
+        vectors_md5: The vectors' md5 recorded in ``dvc.lock``.
+        source: ``"workspace"`` or the revision as the user gave it.
+        hashes: Every served artifact's recorded md5, by params key.
+    """
+
+    git_rev: Optional[str]
+    vectors_md5: str
+    source: str
+    hashes: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for the output, e.g. ``version: git 1a2b3c4d5e6f (workspace), ...``."""
+        rev = self.git_rev[:12] if self.git_rev else "none"
+        return f"version: git {rev} ({self.source}), vectors md5 {self.vectors_md5}"
+
+
+@dataclass(frozen=True)
+class PinnedArtifacts:
+    """Verified artifacts ready to load.
+
+    Attributes:
+        paths: Local path of each served artifact, by params key.
+        params: The params the artifacts were built with (``params.yaml`` of the
+            revision, or of the workspace).
+        version: Which version this is.
+    """
+
+    paths: Dict[str, Path]
+    params: Dict[str, Any]
+    version: ServingVersion
+
+
+def verify_workspace(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
+    """Checks that the workspace's served artifacts are the versions in ``dvc.lock``.
+
+    Call it once per loaded engine, before loading.
+
+    Args:
+        root: The repository root (holding ``dvc.yaml``, ``dvc.lock``, ``params.yaml``).
+        params: The parsed ``params.yaml`` of that root.
+
+    Returns:
+        The artifact paths and their version.
+
+    Raises:
+        PinningError: An artifact is missing, edited, not recorded, or the pipeline
+            that built it is half-built or stale.
+    """
+    root = Path(root).resolve()
+    with _open_repo(root) as repo:
+        outs = _served_outputs(repo, params)
+        for key, out in outs.items():
+            _check_workspace_output(key, out)
+        stages = _upstream_stages(repo, outs)
+        _check_consistent_build(repo, stages)
+        _check_inputs_unchanged(repo, stages)
+        version = _version(repo, outs, "workspace")
+    paths = {key: root / _relpath(repo, out) for key, out in outs.items()}
+    return PinnedArtifacts(paths=paths, params=dict(params), version=version)
+
+
+def pin_revision(root: PathLike, rev: str, verify: bool = True,
+                 cache_dir: Optional[PathLike] = None) -> PinnedArtifacts:
+    """Fetches the served artifacts recorded at a git revision, without a checkout.
+
+    Artifacts come through ``DVCFileSystem`` (the DVC cache, else the default remote)
+    into ``cache_dir/<md5>/`` and are reused on later calls.
+
+    Args:
+        root: The repository root.
+        rev: A git tag, branch or commit.
+        verify: Re-hash artifacts already fetched (fresh fetches are always hashed).
+        cache_dir: Where fetched artifacts are kept; default ``.dvc/tmp/serve-revs``.
+
+    Returns:
+        Local paths of the artifacts, the params of that revision, and its version.
+
+    Raises:
+        PinningError: Unknown revision, nothing recorded there, or an artifact that
+            cannot be fetched or does not match its recorded hash.
+    """
+    # pylint: disable=import-outside-toplevel
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+    from scmrepo.exceptions import SCMError
+
+    root = Path(root).resolve()
+    cache = Path(cache_dir) if cache_dir is not None else root / REV_CACHE
+    try:
+        dvcfs = DVCFileSystem(str(root), rev=rev)
+        repo = dvcfs.repo
+    except (DvcException, SCMError) as err:
+        raise PinningError(f"cannot open revision {rev!r} of {root}: {_one_line(err)}") from err
+    try:
+        try:
+            params = yaml.safe_load(dvcfs.read_text("params.yaml"))
+        except FileNotFoundError as err:
+            raise PinningError(f"revision {rev!r} has no params.yaml") from err
+        if not isinstance(params, dict):
+            raise PinningError(f"params.yaml at revision {rev!r} is not a mapping")
+        outs = _served_outputs(repo, params, where=f"dvc.lock at revision {rev!r}")
+        _check_consistent_build(repo, _upstream_stages(repo, outs), where=f"revision {rev!r}")
+        paths = {key: _fetch(dvcfs, repo, out, cache, verify, rev) for key, out in outs.items()}
+        version = _version(repo, outs, rev)
+    finally:
+        dvcfs.close()
+    return PinnedArtifacts(paths=paths, params=params, version=version)
+
+
+def _open_repo(root: Path) -> "Repo":
+    """Opens the DVC repository at ``root``, as a one-line error if it is none."""
+    # pylint: disable=import-outside-toplevel
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    try:
+        return Repo(str(root))
+    except DvcException as err:
+        raise PinningError(f"{root} is not a DVC repository, so the artifact versions cannot "
+                           "be checked; serve from the project root or pass --no-verify") from err
+
+
+def _relpath(repo: "Repo", out) -> str:
+    """An output's path relative to the repository root, POSIX style."""
+    return Path(repo.fs.relpath(out.fs_path, repo.root_dir)).as_posix()
+
+
+def _served_outputs(repo: "Repo", params: Mapping[str, Any],
+                    where: str = "dvc.lock") -> Dict[str, Any]:
+    """The DVC output of each served artifact, with its hash recorded in ``dvc.lock``."""
+    paths = params.get("paths")
+    if not isinstance(paths, dict):
+        raise PinningError("params section 'paths' is missing")
+    by_path = {_relpath(repo, out): out for stage in _stages(repo) for out in stage.outs}
+    outs = {}
+    for key in SERVED:
+        value = paths.get(key)
+        if not isinstance(value, str):
+            raise PinningError(f"params 'paths' lacks {key!r}")
+        path = Path(value).as_posix()
+        out = by_path.get(path)
+        if out is None:
+            raise PinningError(f"{path} is not an output of any stage in dvc.yaml, so its "
+                               "version cannot be pinned")
+        if not out.hash_info:
+            raise PinningError(f"{path} is not recorded in {where}: run `dvc repro`")
+        outs[key] = out
+    return outs
+
+
+def _stages(repo: "Repo") -> List[Any]:
+    """The pipeline stages, as a one-line error if ``dvc.yaml`` cannot be read."""
+    # pylint: disable=import-outside-toplevel
+    from dvc.exceptions import DvcException
+    try:
+        return list(repo.index.stages)
+    except DvcException as err:
+        raise PinningError(f"cannot read the pipeline: {_one_line(err)}") from err
+
+
+def _check_workspace_output(key: str, out) -> None:
+    """Hashes a served output with DVC (stat cache first) against its recorded hash."""
+    if not out.exists:
+        raise PinningError(f"{out} ({key}) is missing from the workspace: run `dvc pull` "
+                           "to fetch the version recorded in dvc.lock, or `dvc repro` to "
+                           "build it")
+    actual = out.get_hash()
+    if actual != out.hash_info:
+        raise PinningError(f"{out} ({key}) is not the version recorded in dvc.lock (md5 "
+                           f"{_short(actual.value)} found, {_short(out.hash_info.value)} "
+                           "recorded): run `dvc pull` to restore the recorded version, or "
+                           "`dvc repro` to rebuild")
+
+
+def _upstream_stages(repo: "Repo", outs: Mapping[str, Any]) -> List[Any]:
+    """The stages that built the given outputs and every stage upstream of them."""
+    producers = {_relpath(repo, out): out.stage for stage in _stages(repo) for out in stage.outs}
+    todo = [out.stage for out in outs.values()]
+    seen: Dict[str, Any] = {}
+    while todo:
+        stage = todo.pop()
+        label = _label(repo, stage)
+        if label in seen:
+            continue
+        seen[label] = stage
+        todo.extend(producers[_relpath(repo, dep)] for dep in stage.deps
+                    if _is_path_dep(dep) and _relpath(repo, dep) in producers)
+    return list(seen.values())
+
+
+def _is_path_dep(dep) -> bool:
+    """Whether a dependency is a file or folder (not params)."""
+    # pylint: disable=import-outside-toplevel
+    from dvc.dependency.param import ParamsDependency
+    return not isinstance(dep, ParamsDependency)
+
+
+def _check_consistent_build(repo: "Repo", stages: List[Any], where: str = "dvc.lock") -> None:
+    """Each stage must have been built from the outputs its upstream stages recorded."""
+    recorded = {_relpath(repo, out): (out.stage, out.hash_info)
+                for stage in stages for out in stage.outs}
+    for stage in stages:
+        for dep in stage.deps:
+            if not _is_path_dep(dep):
+                continue
+            upstream = recorded.get(_relpath(repo, dep))
+            if upstream is None or upstream[1] == dep.hash_info:
+                continue
+            if upstream[0].is_data_source:
+                raise PinningError(f"the artifacts are stale: {dep} changed in "
+                                   f"{_label(repo, upstream[0])} since stage "
+                                   f"{_label(repo, stage)} ran: run `dvc repro`")
+            raise PinningError(f"{where} is half-built: stage {_label(repo, stage)} was built "
+                               f"from a different {dep} than stage "
+                               f"{_label(repo, upstream[0])} recorded: run `dvc repro`")
+
+
+def _check_inputs_unchanged(repo: "Repo", stages: List[Any]) -> None:
+    """The code, params and data the stages read must not have changed since they ran."""
+    produced = {_relpath(repo, out) for stage in stages for out in stage.outs}
+    for stage in stages:
+        if stage.is_data_source:            # data/master.dvc: the photos as `dvc add` saw them
+            for out in stage.outs:
+                status = out.workspace_status()
+                if status:
+                    raise PinningError(f"the artifacts are stale: {_describe_status(status)} "
+                                       f"since `dvc add`: run `dvc add {out}` and `dvc repro`")
+            continue
+        for dep in stage.deps:
+            if _is_path_dep(dep) and _relpath(repo, dep) in produced:
+                continue      # an upstream artifact: checked by _check_consistent_build
+            status = dep.workspace_status()
+            if status:
+                raise PinningError(f"the artifacts are stale: {_describe_status(status)} since "
+                                   f"stage {_label(repo, stage)} ran: run `dvc repro` (or "
+                                   "`dvc pull` if dvc.lock was updated elsewhere)")
+
+
+def _label(repo: "Repo", stage) -> str:
+    """A stage's name in messages: ``'etl'``, or the ``.dvc`` file of a data source."""
+    name = getattr(stage, "name", None)
+    return f"'{name}'" if name else Path(repo.fs.relpath(stage.path, repo.root_dir)).as_posix()
+
+
+def _describe_status(status: Mapping[str, Any]) -> str:
+    """``{'params.yaml': {'etl': 'modified'}}`` -> ``params.yaml etl modified``."""
+    parts = []
+    for name, state in status.items():
+        if isinstance(state, dict):
+            parts.extend(f"{name} {key} {value}" for key, value in state.items())
+        else:
+            parts.append(f"{name} {state}")
+    return ", ".join(parts)
+
+
+def _version(repo: "Repo", outs: Mapping[str, Any], source: str) -> ServingVersion:
+    """The git revision of ``repo`` and the recorded hashes of ``outs``."""
+    # pylint: disable=import-outside-toplevel
+    from dvc.scm import NoSCM
+    git_rev = None if isinstance(repo.scm, NoSCM) else repo.get_rev()
+    hashes = {key: str(out.hash_info.value) for key, out in outs.items()}
+    return ServingVersion(git_rev=git_rev, vectors_md5=hashes["vectors"], source=source,
+                          hashes=hashes)
+
+
+def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Path:
+    """One output at a revision, fetched once into ``cache/<md5>/<name>`` and verified."""
+    relpath = _relpath(repo, out)
+    expected = out.hash_info
+    target = cache / str(expected.value).removesuffix(".dir") / Path(relpath).name
+    if target.exists():
+        if verify:
+            _check_hash(repo, target, expected, f"{target} (cached copy of {relpath} at "
+                        f"{rev!r})", "delete it to fetch it again")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _scratch(target.parent) as scratch:
+        local = scratch / target.name
+        try:
+            dvcfs.get(relpath, str(local), recursive=expected.isdir)
+        except (OSError, ValueError) as err:
+            raise PinningError(f"cannot fetch {relpath} at revision {rev!r} from the DVC "
+                               f"cache or remote: {_one_line(err)}: run `dvc push` where it "
+                               "was built, or check the remote (`dvc remote list`)") from err
+        _check_hash(repo, local, expected, f"{relpath} fetched at {rev!r}",
+                    "the cache or remote holds a corrupted copy")
+        local.rename(target)
+    logger.info("fetched %s at %s into %s", relpath, rev, target)
+    return target
+
+
+def _check_hash(repo: "Repo", path: Path, expected, what: str, remedy: str) -> None:
+    """Hashes a local file or folder with DVC and compares it with ``expected``."""
+    # pylint: disable=import-outside-toplevel
+    from dvc_data.hashfile.build import build
+    from dvc.fs import LocalFileSystem
+    _, _, obj = build(repo.cache.local, str(path), LocalFileSystem(), expected.name,
+                      dry_run=True)
+    if obj.hash_info.value != expected.value:
+        raise PinningError(f"{what} has md5 {_short(obj.hash_info.value)}, dvc.lock records "
+                           f"{_short(expected.value)}: {remedy}")
+
+
+@contextlib.contextmanager
+def _scratch(parent: Path) -> Iterator[Path]:
+    """A temporary folder inside ``parent`` (same file system, so renames are atomic)."""
+    path = Path(tempfile.mkdtemp(prefix=".fetch-", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _short(value: Optional[str]) -> str:
+    """A hash for messages."""
+    return str(value) if value else "none"
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def unverified(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
+    """The workspace artifacts without any check (fast; DVC is not even imported).
+
+    The version names the vectors' md5 that ``dvc.lock`` records, marked unverified:
+    nothing proves the files are that version.
+    """
+    root = Path(root)
+    paths = artifact_paths(dict(params), root=root)
+    served = {key: paths[key] for key in SERVED}
+    vectors = Path(str(params["paths"]["vectors"])).as_posix()
+    md5 = "unknown"
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        try:
+            data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        for stage in (data.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                if out.get("path") == vectors:
+                    md5 = str(out.get("md5"))
+    version = ServingVersion(git_rev=None, vectors_md5=md5, source="workspace, unverified")
+    return PinnedArtifacts(paths=served, params=dict(params), version=version)
