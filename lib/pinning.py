@@ -308,8 +308,13 @@ def _describe_status(status: Mapping[str, Any]) -> str:
 def _version(repo: "Repo", outs: Mapping[str, Any], source: str) -> ServingVersion:
     """The git revision of ``repo`` and the recorded hashes of ``outs``."""
     # pylint: disable=import-outside-toplevel
-    from dvc.scm import NoSCM
-    git_rev = None if isinstance(repo.scm, NoSCM) else repo.get_rev()
+    from dvc.scm import NoSCM, SCMError
+    git_rev = None
+    if not isinstance(repo.scm, NoSCM):
+        try:
+            git_rev = repo.get_rev()
+        except SCMError:            # a git repository without commits yet
+            git_rev = None
     hashes = {key: str(out.hash_info.value) for key, out in outs.items()}
     return ServingVersion(git_rev=git_rev, vectors_md5=hashes["vectors"], source=source,
                           hashes=hashes)

@@ -178,3 +178,9 @@ def test_unknown_revisions_and_missing_data_are_one_line_errors(project, tmp_pat
     with pytest.raises(PinningError, match="cannot fetch out/") as err:
         pin_revision(project, "v1", cache_dir=tmp_path / "revs")
     assert "\n" not in str(err.value)
+
+
+def test_a_git_repository_without_commits_verifies_with_no_revision(project):
+    shutil.rmtree(project / ".git")
+    run(["git", "init", "-q"], project)
+    assert verify_workspace(project, params_of(project)).version.git_rev is None
