@@ -83,6 +83,24 @@ class PinnedArtifacts:
     version: ServingVersion
 
 
+def pin(root: PathLike, params: Mapping[str, Any], rev: Optional[str] = None,
+        verify: bool = True) -> PinnedArtifacts:
+    """The artifacts to serve: a revision's, the verified workspace's, or unchecked ones.
+
+    Args:
+        root: The repository root.
+        params: The parsed ``params.yaml`` of that root.
+        rev: A git revision to serve instead of the workspace.
+        verify: Check the workspace against ``dvc.lock`` (or re-hash a revision's
+            already fetched artifacts).
+    """
+    if rev is not None:
+        return pin_revision(root, rev, verify=verify)
+    if verify:
+        return verify_workspace(root, params)
+    return unverified(root, params)
+
+
 def verify_workspace(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
     """Checks that the workspace's served artifacts are the versions in ``dvc.lock``.
 
@@ -322,6 +340,9 @@ def _version(repo: "Repo", outs: Mapping[str, Any], source: str) -> ServingVersi
 
 def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Path:
     """One output at a revision, fetched once into ``cache/<md5>/<name>`` and verified."""
+    # pylint: disable=import-outside-toplevel
+    from dvc.exceptions import DvcException
+    from dvc_data.index import DataIndexError
     relpath = _relpath(repo, out)
     expected = out.hash_info
     target = cache / str(expected.value).removesuffix(".dir") / Path(relpath).name
@@ -335,7 +356,7 @@ def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Pat
         local = scratch / target.name
         try:
             dvcfs.get(relpath, str(local), recursive=expected.isdir)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, DvcException, DataIndexError) as err:
             raise PinningError(f"cannot fetch {relpath} at revision {rev!r} from the DVC "
                                f"cache or remote: {_one_line(err)}: run `dvc push` where it "
                                "was built, or check the remote (`dvc remote list`)") from err

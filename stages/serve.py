@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.images import EtlConfig, read_image_bgr
 from lib.params import get_int, load_params, section
-from lib.pinning import PinnedArtifacts, pin_revision, unverified, verify_workspace
+from lib.pinning import pin
 from lib.render import render_results
 from lib.search import ImageSearchEngine
 from lib.vectorizer import batch_size_from_params
@@ -56,23 +56,13 @@ def format_results(results: List[Tuple[float, str]]) -> str:
                      for rank, (score, name) in enumerate(results, start=1))
 
 
-def pin_artifacts(args: argparse.Namespace, params: dict) -> PinnedArtifacts:
-    """The artifacts to serve: verified workspace ones, a revision's, or unchecked."""
-    root = args.params.parent
-    if args.rev is not None:
-        return pin_revision(root, args.rev, verify=not args.no_verify)
-    if args.no_verify:
-        return unverified(root, params)
-    return verify_workspace(root, params)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine, answers the query, prints the ranking and writes the picture."""
     args = parse_args(argv)
     cli.setup_logging()
     params = load_params(args.params)
     serve = section(params, "serve")
-    pinned = pin_artifacts(args, params)
+    pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
     params, paths = pinned.params, pinned.paths
     etl_config = EtlConfig.from_params(section(params, "etl"))
     n = args.n if args.n is not None else get_int(serve, "top_n")

@@ -184,3 +184,14 @@ def test_a_git_repository_without_commits_verifies_with_no_revision(project):
     shutil.rmtree(project / ".git")
     run(["git", "init", "-q"], project)
     assert verify_workspace(project, params_of(project)).version.git_rev is None
+
+
+def test_a_folder_missing_from_cache_and_remote_is_a_one_line_error(project, tmp_path):
+    model_md5 = recorded_md5(project, "out/model")
+    for listing in (project / ".dvc/cache").rglob("*.dir"):
+        if listing.parent.name + listing.name == model_md5:
+            listing.unlink()
+    shutil.rmtree(tmp_path / "remote")
+    with pytest.raises(PinningError, match="cannot fetch out/model at revision 'v1'") as err:
+        pin_revision(project, "v1", cache_dir=tmp_path / "revs")
+    assert "\n" not in str(err.value)
