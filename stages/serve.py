@@ -62,11 +62,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.setup_logging()
     params = load_params(args.params)
     serve = section(params, "serve")
-    pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
-    params, paths = pinned.params, pinned.paths
-    etl_config = EtlConfig.from_params(section(params, "etl"))
     n = args.n if args.n is not None else get_int(serve, "top_n")
-    query_bgr = read_image_bgr(args.query, etl_config.max_pixels)  # a bad query fails fast
+    max_pixels = EtlConfig.from_params(section(params, "etl")).max_pixels
+    query_bgr = read_image_bgr(args.query, max_pixels)  # a bad query fails fast
+    pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
+    params, paths = pinned.params, pinned.paths        # a revision's own params with --rev
+    etl_config = EtlConfig.from_params(section(params, "etl"))
     engine = ImageSearchEngine.load(
         paths["vectors"], paths["names"], paths["model"], etl_config,
         images_path=paths["images"],
