@@ -17,7 +17,11 @@ test: install
 	$(PY) -m pytest
 
 lint: install
-	$(PY) -m pylint lib stages tests
+	$(PY) -m pylint lib stages tests bench
+
+# Speed and peak memory of each stage, serving latency, search time (a few minutes).
+bench: install
+	$(PY) -m bench --out bench/results/latest.json
 
 repro: install
 	$(VENV)/bin/dvc repro

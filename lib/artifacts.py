@@ -66,13 +66,56 @@ def save_npy(path: PathLike, array: np.ndarray) -> None:
         np.save(tmp, array, allow_pickle=False)
 
 
+class NpyRowWriter:
+    """Writes rows of a preallocated ``.npy`` file with plain file writes.
+
+    Rows are written through the file, not through a memory map, so the pages
+    written never count towards this process's resident memory: peak memory is one
+    chunk, whatever the array size. Assign with ``writer[i] = row`` or
+    ``writer[start:stop] = rows`` (values broadcast as in NumPy).
+
+    Args:
+        handle: The ``.npy`` file, open for binary update.
+        offset: Byte offset of the data (the header length).
+        shape: Array shape.
+        dtype: Array dtype.
+    """
+
+    def __init__(self, handle, offset: int, shape: Tuple[int, ...], dtype: np.dtype):
+        self._handle = handle
+        self._offset = int(offset)
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, index, value) -> None:
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"row {index} out of range for {len(self)} rows")
+            start, stop = int(index) % max(len(self), 1), int(index) % max(len(self), 1) + 1
+            block = np.broadcast_to(np.asarray(value, dtype=self.dtype), self.shape[1:])
+        elif isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(len(self))
+            stop = max(start, stop)
+            block = np.broadcast_to(np.asarray(value, dtype=self.dtype),
+                                    (stop - start,) + self.shape[1:])
+        else:
+            raise TypeError("rows are written by index or by a contiguous slice")
+        self._handle.seek(self._offset + start * self._row_bytes)
+        self._handle.write(memoryview(np.ascontiguousarray(block)).cast("B"))
+
+
 @contextlib.contextmanager
 def open_npy_writer(path: PathLike, shape: Tuple[int, ...],
-                    dtype: Union[str, np.dtype]) -> Iterator[np.memmap]:
-    """Creates a memory-mapped ``.npy`` file to fill chunk by chunk, then commits it.
+                    dtype: Union[str, np.dtype]) -> Iterator[NpyRowWriter]:
+    """Creates a ``.npy`` file to fill chunk by chunk, then commits it atomically.
 
     The file is a normal ``.npy`` (``numpy.load`` reads it). It only appears at
-    ``path`` once the ``with`` block finishes without an exception.
+    ``path`` once the ``with`` block finishes without an exception. Memory use is
+    that of the chunk being written, not of the array.
 
     Args:
         path: Final location.
@@ -80,16 +123,57 @@ def open_npy_writer(path: PathLike, shape: Tuple[int, ...],
         dtype: Array dtype.
 
     Yields:
-        A writable memmap of the given shape and dtype.
+        A :class:`NpyRowWriter` of the given shape and dtype.
     """
     with atomic_path(path, suffix=".npy") as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype),
-                                          shape=tuple(shape))
-        try:
-            yield array
-            array.flush()
-        finally:
-            del array
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype),
+                                           shape=tuple(shape))      # header + sparse data
+        offset = header.offset
+        del header
+        with open(tmp, "r+b") as handle:
+            yield NpyRowWriter(handle, offset, tuple(shape), np.dtype(dtype))
+
+
+class NpyRowReader:
+    """Reads rows of a ``.npy`` file with plain file reads (memory stays one chunk).
+
+    Reading through a memory map would leave every page read resident in this
+    process; plain reads keep peak memory independent of the array size.
+
+    Args:
+        path: The ``.npy`` file (C order, no pickle), checked as by :func:`load_npy`.
+        **checks: ``dtype``, ``ndim``, ``trailing_shape`` or ``kind``, as :func:`load_npy`.
+    """
+
+    def __init__(self, path: PathLike, **checks: Any):
+        self.path = Path(path)
+        mapped = load_npy(self.path, mmap=True, **checks)
+        if not mapped.flags.c_contiguous:
+            raise ArtifactError(f"artifact {self.path} is not stored in C order")
+        self.shape: Tuple[int, ...] = tuple(mapped.shape)
+        self.dtype = mapped.dtype
+        self._offset = int(mapped.offset)
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        del mapped
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` (clipped to the array) as an in-memory array."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        count = max(stop - start, 0)
+        out = np.empty((count,) + self.shape[1:], dtype=self.dtype)
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset + start * self._row_bytes)
+            if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise ArtifactError(f"artifact {self.path} is truncated")
+        return out
+
+    def chunks(self, chunk_size: int) -> Iterator[Tuple[int, np.ndarray]]:
+        """Yields ``(start, rows)`` over the whole array, ``chunk_size`` rows at a time."""
+        for start in range(0, len(self), chunk_size):
+            yield start, self.read(start, start + chunk_size)
 
 
 def load_npy(path: PathLike, dtype: Optional[Union[str, np.dtype]] = None,

@@ -1,7 +1,8 @@
 """The three pipeline phases as functions over files, streaming in chunks.
 
-Each reads its input memory-mapped and writes its output chunk by chunk into a
-memory-mapped ``.npy``, so peak memory does not grow with the collection size.
+Each reads its input and writes its output chunk by chunk, with plain file reads and
+writes into preallocated ``.npy`` files (``lib.artifacts.NpyRowReader`` and
+``open_npy_writer``), so peak memory is a few chunks, whatever the collection size.
 """
 import concurrent.futures
 import logging
@@ -12,7 +13,7 @@ from typing import Any, Dict, List, Tuple, Union
 import cv2
 import numpy as np
 
-from lib.artifacts import load_npy, open_npy_writer, save_json, save_npy
+from lib.artifacts import NpyRowReader, open_npy_writer, save_json, save_npy
 from lib.features import preprocess
 from lib.images import EtlConfig, ImageReadError, list_images, load_image
 from lib.vectorizer import Vectorizer
@@ -108,11 +109,14 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         if not names:
             raise ValueError(f"none of the {len(found)} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
-        source = load_npy(tmp_rows, dtype=np.uint8, mmap=True)
-        with open_npy_writer(images_out, (len(names), side, side, 3), np.uint8) as out:
-            for start in range(0, len(names), chunk_size):
-                out[start:start + chunk_size] = source[start:min(start + chunk_size, len(names))]
-        del source
+        if len(names) == len(files):       # nothing skipped: the rows file is the output
+            os.replace(tmp_rows, images_out)
+        else:
+            source = NpyRowReader(tmp_rows)
+            with open_npy_writer(images_out, (len(names), side, side, 3), np.uint8) as out:
+                for start in range(0, len(names), chunk_size):
+                    out[start:start + chunk_size] = source.read(
+                        start, min(start + chunk_size, len(names)))
     finally:
         tmp_rows.unlink(missing_ok=True)
     save_npy(names_out, np.array(names, dtype=np.str_))
@@ -131,12 +135,11 @@ def run_feature_engineering(images_in: PathLike, features_out: PathLike,
     Returns:
         The number of rows written.
     """
-    images = load_npy(images_in, dtype=np.uint8, ndim=4, mmap=True)   # (N, S, S, 3)
+    images = NpyRowReader(images_in, dtype=np.uint8, ndim=4)          # (N, S, S, 3)
     with open_npy_writer(features_out, images.shape, np.float32) as out:
-        for start in range(0, images.shape[0], chunk_size):
-            out[start:start + chunk_size] = preprocess(
-                np.asarray(images[start:start + chunk_size]))          # (C, S, S, 3)
-    return int(images.shape[0])
+        for start, chunk in images.chunks(chunk_size):
+            out[start:start + chunk.shape[0]] = preprocess(chunk)     # (C, S, S, 3)
+    return len(images)
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
@@ -146,12 +149,11 @@ def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vect
     Returns:
         The number of vectors written.
     """
-    features = load_npy(features_in, dtype=np.float32, ndim=4,
-                        trailing_shape=vectorizer.input_shape, mmap=True)  # (N, S, S, 3)
-    total = features.shape[0]
+    features = NpyRowReader(features_in, dtype=np.float32, ndim=4,
+                            trailing_shape=vectorizer.input_shape)  # (N, S, S, 3)
+    total = len(features)
     with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
-        for start in range(0, total, chunk_size):
-            out[start:start + chunk_size] = vectorizer.transform(
-                np.asarray(features[start:start + chunk_size]))       # (C, D)
-            logger.info("embedding: %d/%d images", min(start + chunk_size, total), total)
+        for start, chunk in features.chunks(chunk_size):
+            out[start:start + chunk.shape[0]] = vectorizer.transform(chunk)   # (C, D)
+            logger.info("embedding: %d/%d images", start + chunk.shape[0], total)
     return int(total)

@@ -52,8 +52,12 @@ class ImageSearchEngine:
     @classmethod
     def load(cls, vectors_path: PathLike, names_path: PathLike, model_dir: PathLike,
              etl_config: EtlConfig, images_path: Optional[PathLike] = None,
-             batch_size: int = 32) -> "ImageSearchEngine":
-        """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle)."""
+             batch_size: int = 32, runtime: str = "auto") -> "ImageSearchEngine":
+        """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle).
+
+        ``runtime`` is the embedding runtime (``modelling.runtime``), chosen by the same
+        rule as in the modelling stage (``lib.vectorizer.choose_runtime``).
+        """
         vectors = load_npy(vectors_path, dtype=np.float32, ndim=2, mmap=True)
         names = load_npy(names_path, kind="U", ndim=1)
         images = None
@@ -63,7 +67,7 @@ class ImageSearchEngine:
                               trailing_shape=(side, side, 3))
         check_index(vectors, names, images)       # before the slow model load
         vectorizer = Vectorizer.load(model_dir, batch_size=batch_size,
-                                     expected_dim=vectors.shape[1])
+                                     expected_dim=vectors.shape[1], runtime=runtime)
         return cls(vectors, names, vectorizer, etl_config, images)
 
     def thumbnail(self, name: str) -> np.ndarray:
@@ -80,7 +84,8 @@ class ImageSearchEngine:
     def prepare(self, query: Query) -> np.ndarray:
         """The ETL output for a query: a file path, or an OpenCV BGR array."""
         if isinstance(query, (str, Path)):
-            query = read_image_bgr(query, self.etl_config.max_pixels)
+            query = read_image_bgr(query, self.etl_config.max_pixels,
+                                   self.etl_config.decode_min_side)
         return etl_transform(query, self.etl_config)               # (S, S, 3) RGB
 
     def embed(self, query: Query) -> np.ndarray:

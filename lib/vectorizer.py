@@ -2,9 +2,22 @@
 
 The modelling stage builds the model with :class:`ResNet50Helper` and saves it; the
 modelling stage and the serving path both embed through :class:`Vectorizer`, which
-wraps the *saved* model.
+wraps the *saved* model and runs it with the runtime :func:`choose_runtime` picks:
+
+* ``tensorflow``: a traced ``tf.function`` of the Keras model; on a GPU whenever
+  TensorFlow sees one.
+* ``openvino``: the same Keras model converted in memory by OpenVINO and compiled for
+  the CPU in fp32 (about twice as fast on a CPU; vectors equal to the Keras model's
+  to cosine >= 0.99999, which the tests check). The Keras ``.keras`` file stays the
+  only artifact of record: the conversion happens at load time, and its result is
+  kept in a cache keyed by the SHA-256 of ``model.keras`` (``$IMAGE_SEARCH_CACHE``,
+  default ``~/.cache/image-search``; set it empty to switch the cache off), so a
+  changed model can never meet a stale conversion.
 """
+import hashlib
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -18,6 +31,8 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 POOLINGS = ("avg", "max", "gem")
+RUNTIMES = ("auto", "openvino", "tensorflow")
+CACHE_ENV = "IMAGE_SEARCH_CACHE"
 MODEL_FILE = "model.keras"  # inside the vectorizer_model directory
 
 
@@ -122,20 +137,156 @@ class ResNet50Helper:
         return keras.Model(backbone.input, pooled, name="resnet50_vectorizer")  # (N, 2048)
 
 
+def openvino_available() -> bool:
+    """Whether the OpenVINO runtime can be imported."""
+    try:
+        _openvino()
+    except (ImportError, OSError) as err:
+        logger.debug("OpenVINO cannot be imported: %s", err)
+        return False
+    return True
+
+
+def _openvino():
+    """Imports OpenVINO lazily (it is optional)."""
+    import openvino  # pylint: disable=import-outside-toplevel
+    return openvino
+
+
+def gpu_available() -> bool:
+    """Whether TensorFlow sees a GPU."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def choose_runtime(requested: str = "auto") -> str:
+    """The runtime that embeds: the same rule for the modelling stage and serving.
+
+    ``auto`` gives ``tensorflow`` when TensorFlow sees a GPU, else ``openvino`` when
+    it is installed, else ``tensorflow``. ``openvino`` and ``tensorflow`` are taken
+    as asked.
+
+    Raises:
+        ValueError: An unknown runtime, or ``openvino`` asked for but not installed.
+    """
+    if requested not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {requested!r}")
+    if requested == "tensorflow":
+        return requested
+    if requested == "openvino":
+        if not openvino_available():
+            raise ValueError("modelling.runtime is 'openvino' but OpenVINO is not installed "
+                             "(pip install openvino, or set the runtime to auto)")
+        return requested
+    if gpu_available():
+        return "tensorflow"
+    if openvino_available():
+        return "openvino"
+    logger.info("OpenVINO is not installed: embedding with TensorFlow")
+    return "tensorflow"
+
+
+def openvino_cache_dir() -> Optional[Path]:
+    """Where converted models are cached; None when ``$IMAGE_SEARCH_CACHE`` is empty."""
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        return Path.home() / ".cache" / "image-search"
+    return Path(value).expanduser() if value else None
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _openvino_model(core, model, source: Optional[Path]):
+    """The OpenVINO model of a Keras model: from the cache, or converted (and cached)."""
+    openvino = _openvino()
+    cache = openvino_cache_dir()
+    if source is None or cache is None:
+        return openvino.convert_model(model)
+    version = re.sub(r"[^\w.-]", "_", openvino.get_version())
+    folder = cache / "openvino" / f"{_file_sha256(source)}-{version}"
+    xml = folder / "model.xml"
+    if xml.is_file():
+        try:
+            return core.read_model(xml)
+        except RuntimeError as err:
+            logger.warning("converting again: cached %s is unreadable (%s)", xml, err)
+    converted = openvino.convert_model(model)
+    try:
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            openvino.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
+    except (OSError, RuntimeError) as err:
+        logger.warning("cannot cache the converted model in %s: %s", folder, err)
+    return converted
+
+
+class _OpenVinoForward:
+    """The Keras model converted by OpenVINO, compiled for the CPU in fp32.
+
+    Large inputs are split into ``batch_size`` requests run in parallel (throughput
+    mode); a few images run as one request in latency mode.
+    """
+
+    def __init__(self, model, batch_size: int, source: Optional[Path] = None):
+        self._core = _openvino().Core()
+        self._model = _openvino_model(self._core, model, source)
+        self._batch_size = batch_size
+        self._compiled: Dict[str, Any] = {}
+
+    def _compile(self, hint: str):
+        if hint not in self._compiled:
+            self._compiled[hint] = self._core.compile_model(
+                self._model, "CPU",
+                {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"})
+        return self._compiled[hint]
+
+    def __call__(self, images: np.ndarray, out: np.ndarray) -> None:
+        """Embeds (N, S, S, 3) ``images`` into ``out`` (N, D)."""
+        if images.shape[0] <= self._batch_size:
+            out[:] = self._compile("LATENCY")(images)[0]
+            return
+        queue = _openvino().AsyncInferQueue(self._compile("THROUGHPUT"))
+
+        def done(request, start: int) -> None:
+            result = request.get_output_tensor(0).data                 # (B, D)
+            out[start:start + result.shape[0]] = result
+
+        queue.set_callback(done)
+        try:
+            for start in range(0, images.shape[0], self._batch_size):
+                queue.start_async({0: images[start:start + self._batch_size]}, start)
+        finally:                  # also on Ctrl-C: requests in flight finish before unwinding
+            queue.wait_all()
+
+
 class Vectorizer:
     """Embeds preprocessed images with a Keras model, batch by batch.
 
     Args:
         model: A Keras model mapping (N, S, S, 3) ``float32`` to (N, D).
         batch_size: Images per forward pass.
+        runtime: ``auto``, ``openvino`` or ``tensorflow`` (see :func:`choose_runtime`).
+        source: The saved ``model.keras`` the model was loaded from, if any (keys the
+            cache of its OpenVINO conversion).
     """
 
-    def __init__(self, model, batch_size: int = 32):
+    def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
+                 source: Optional[Path] = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
         self.batch_size = batch_size
+        self.runtime = choose_runtime(runtime)
+        self.source = source
         self._forward = None
+        self._openvino: Optional[_OpenVinoForward] = None
 
     @property
     def input_shape(self) -> tuple:
@@ -176,6 +327,11 @@ class Vectorizer:
             shape = ", ".join(map(str, self.input_shape))
             raise ValueError(f"expected images of shape (N, {shape}), got {images.shape}")
         out = np.empty((images.shape[0], self.dim), dtype=np.float32)  # (N, D)
+        if self.runtime == "openvino":
+            if self._openvino is None:
+                self._openvino = _OpenVinoForward(self.model, self.batch_size, self.source)
+            self._openvino(np.ascontiguousarray(images, dtype=np.float32), out)
+            return out
         forward = self._compiled()
         for start in range(0, images.shape[0], self.batch_size):
             batch = np.asarray(images[start:start + self.batch_size], dtype=np.float32)
@@ -194,7 +350,7 @@ class Vectorizer:
 
     @classmethod
     def load(cls, directory: PathLike, batch_size: int = 32,
-             expected_dim: Optional[int] = None) -> "Vectorizer":
+             expected_dim: Optional[int] = None, runtime: str = "auto") -> "Vectorizer":
         """Loads a saved vectorizer model with Keras safe mode (no code from the file).
 
         Raises:
@@ -216,7 +372,14 @@ class Vectorizer:
         if expected_dim is not None and out_shape[1] != expected_dim:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
-        return cls(model, batch_size=batch_size)
+        return cls(model, batch_size=batch_size, runtime=runtime, source=path)
+
+
+def runtime_from_params(modelling: Dict[str, Any]) -> str:
+    """Reads ``modelling.runtime`` (``auto`` when absent)."""
+    if "runtime" not in modelling:
+        return "auto"
+    return get_choice(modelling, "runtime", RUNTIMES)
 
 
 def batch_size_from_params(modelling: Dict[str, Any]) -> int:

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.params import get_int, load_params, section
 from lib.pipeline import run_embedding
-from lib.vectorizer import ResNet50Helper, Vectorizer, batch_size_from_params
+from lib.vectorizer import (ResNet50Helper, Vectorizer, batch_size_from_params,
+                            runtime_from_params)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -41,7 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     helper = ResNet50Helper.from_params(modelling, image_size=image_size)
     batch_size = batch_size_from_params(modelling)
     Vectorizer(helper.build(), batch_size=batch_size).save(args.model)
-    vectorizer = Vectorizer.load(args.model, batch_size=batch_size)
+    vectorizer = Vectorizer.load(args.model, batch_size=batch_size,
+                                 runtime=runtime_from_params(modelling))
     run_embedding(args.features, args.vectors, vectorizer,
                   chunk_size=get_int(modelling, "chunk_size"))
     return 0

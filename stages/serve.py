@@ -9,9 +9,14 @@ Before loading, the artifacts are checked against the versions recorded in
 ``dvc.lock`` (``--no-verify`` skips that); ``--rev`` serves the artifacts recorded
 at any git revision, fetched through DVC without a checkout.
 
+Warm mode (``-`` as the query) loads everything once, then answers one query path per
+line of stdin, each with a result block ended by an empty line; a bad query gets a
+one-line ``error:`` block and the loop goes on.
+
 Usage::
 
     python stages/serve.py QUERY [-n N] [--output result.png] [--rev REV] [--no-verify]
+    printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--output result.png]
 """
 import argparse
 import sys
@@ -29,17 +34,22 @@ from lib.params import get_int, load_params, section
 from lib.pinning import pin
 from lib.render import render_results
 from lib.search import ImageSearchEngine
-from lib.vectorizer import batch_size_from_params
+from lib.vectorizer import batch_size_from_params, runtime_from_params
+
+STDIN = Path("-")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parses the command line."""
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("query", type=Path, help="query image file")
+    parser.add_argument("query", type=Path,
+                        help="query image file, or - to read query paths from stdin, one "
+                             "per line (loads once, answers each)")
     parser.add_argument("-n", type=cli.positive_int, default=None,
                         help="number of results (default: serve.top_n in params.yaml)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="result picture, PNG (default: serve.output in params.yaml)")
+                        help="result picture, PNG (default: serve.output in params.yaml; "
+                             "with -, only when given, numbered per query: NAME-1.png, ...)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file; artifact paths are relative to its folder")
     parser.add_argument("--rev", default=None,
@@ -56,33 +66,72 @@ def format_results(results: List[Tuple[float, str]]) -> str:
                      for rank, (score, name) in enumerate(results, start=1))
 
 
+def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, n: int,
+           output: Optional[Path]) -> None:
+    """Answers one query: prints the ranking and, if ``output`` is set, writes the picture."""
+    results = engine.most_similar(query_bgr, n)
+    if n > len(engine):
+        print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
+              file=sys.stderr)
+    print(f"{len(results)} most similar of {len(engine)} images to {query}:")
+    print(format_results(results))
+    if output is not None:
+        render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
+                       [(engine.thumbnail(name), name, score) for score, name in results],
+                       output)
+        print(f"picture: {output}")
+
+
+def read_query(path: Path, etl_config: EtlConfig) -> np.ndarray:
+    """Reads a query file as the ETL reads the collection's (same decode settings)."""
+    return read_image_bgr(path, etl_config.max_pixels, min_side=etl_config.decode_min_side)
+
+
+def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> int:
+    """Warm mode: one query path per stdin line, one block per query, ended by a blank line.
+
+    Returns:
+        0 if every query was answered, 1 if some failed (each reported in one line).
+    """
+    failed = 0
+    for count, line in enumerate(sys.stdin, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        picture = None if output is None else output.with_name(
+            f"{output.stem}-{count}{output.suffix}")
+        try:
+            answer(engine, Path(text), read_query(Path(text), engine.etl_config), n, picture)
+        except cli.USER_ERRORS as err:
+            failed += 1
+            print(f"error: {' '.join(str(err).split()) or type(err).__name__}")
+        print(flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Loads the engine, answers the query, prints the ranking and writes the picture."""
+    """Loads the engine once, then answers the query (or every query from stdin)."""
     args = parse_args(argv)
     cli.setup_logging()
     params = load_params(args.params)
     serve = section(params, "serve")
     n = args.n if args.n is not None else get_int(serve, "top_n")
-    max_pixels = EtlConfig.from_params(section(params, "etl")).max_pixels
-    query_bgr = read_image_bgr(args.query, max_pixels)  # a bad query fails fast
+    query_bgr = None
+    if args.query != STDIN:                              # a bad query fails fast
+        query_bgr = read_query(args.query, EtlConfig.from_params(section(params, "etl")))
     pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
     params, paths = pinned.params, pinned.paths        # a revision's own params with --rev
     etl_config = EtlConfig.from_params(section(params, "etl"))
+    modelling = section(params, "modelling")
     engine = ImageSearchEngine.load(
         paths["vectors"], paths["names"], paths["model"], etl_config,
-        images_path=paths["images"],
-        batch_size=batch_size_from_params(section(params, "modelling")))
-    results = engine.most_similar(query_bgr, n)
-    if n > len(engine):
-        print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
-              file=sys.stderr)
-    print(pinned.version.describe())
-    print(f"{len(results)} most similar of {len(engine)} images to {args.query}:")
-    print(format_results(results))
+        images_path=paths["images"], batch_size=batch_size_from_params(modelling),
+        runtime=runtime_from_params(modelling))
+    print(pinned.version.describe(), flush=True)
+    if query_bgr is None:
+        return serve_stdin(engine, n, args.output)
     output = args.output if args.output is not None else Path(serve["output"])
-    render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
-                   [(engine.thumbnail(name), name, score) for score, name in results], output)
-    print(f"picture: {output}")
+    answer(engine, args.query, query_bgr, n, output)
     return 0
 
 

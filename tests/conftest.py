@@ -1,7 +1,32 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures and settings shared by several test modules."""
+import os
+
 import pytest
 
+from lib.vectorizer import CACHE_ENV, ResNet50Helper, Vectorizer
 from tests import query_project as builder
+from tests.helpers import WEIGHTS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def openvino_cache(tmp_path_factory):
+    """Points the OpenVINO conversion cache (and subprocesses') at a temporary folder."""
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if old is None:
+        del os.environ[CACHE_ENV]
+    else:
+        os.environ[CACHE_ENV] = old
+
+
+@pytest.fixture(scope="session", name="saved_model")
+def saved_model_fixture(tmp_path_factory):
+    """The real ResNet50 vectorizer, built and saved once per test session."""
+    directory = tmp_path_factory.mktemp("model") / "vectorizer_model"
+    Vectorizer(ResNet50Helper(weights=str(WEIGHTS)).build()).save(directory)
+    return directory
 
 
 @pytest.fixture(scope="session", name="query_project")

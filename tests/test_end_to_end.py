@@ -68,6 +68,28 @@ def test_serve_parity_for_a_collection_photo(project, tmp_path):
     assert picture.shape[1] > 5 * 224 and picture.shape[0] >= 224   # query + 4 matches
 
 
+def test_warm_serving_answers_each_stdin_line(project, tmp_path):
+    names = [f"{label}/{path.rsplit('/', 1)[1]}" for path, label in (TRAIN[3], TRAIN[64])]
+    queries = [str(project / "data/master" / names[0]), str(tmp_path / "missing.jpg"), "",
+               str(project / "data/master" / names[1])]
+    proc = run(["python", "stages/serve.py", "-", "-n", "3", "--output",
+                str(tmp_path / "warm.png")], project, check=False,
+               stdin="\n".join(queries) + "\n")
+    assert proc.returncode == 1                      # one query failed, the others answered
+    version, rest = proc.stdout.split("\n", 1)              # the artifact version first
+    assert version.startswith("version: git ")
+    blocks = rest.split("\n\n")
+    assert blocks[-1] == "" and len(blocks) == 4     # one block per non-empty line
+    first, error, last = (block.splitlines() for block in blocks[:3])
+    assert first[0] == f"3 most similar of 100 images to {queries[0]}:"
+    assert first[1].split()[1:] == ["1.0000", names[0]] and len(first) == 5
+    assert len(error) == 1 and error[0].startswith("error: ") and "no such file" in error[0]
+    assert last[1].split()[1:] == ["1.0000", names[1]]
+    assert cv2.imread(str(tmp_path / "warm-1.png")) is not None   # numbered per stdin line
+    assert cv2.imread(str(tmp_path / "warm-4.png")) is not None
+    assert "Traceback" not in proc.stderr
+
+
 def test_precision_at_5_on_held_out_queries(project):
     engine = ImageSearchEngine.load(project / "data/model/embedded_image_vectors.npy",
                                     project / "data/landing/image_names.npy",

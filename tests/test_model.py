@@ -7,15 +7,7 @@ from lib.features import preprocess
 from lib.images import EtlConfig, load_image
 from lib.search import ImageSearchEngine
 from lib.vectorizer import ResNet50Helper, Vectorizer
-from tests.helpers import DATASET, WEIGHTS, pick_per_class
-
-
-@pytest.fixture(scope="module", name="saved_model")
-def saved_model_fixture(tmp_path_factory):
-    """The real ResNet50 vectorizer, built and saved once for the module."""
-    directory = tmp_path_factory.mktemp("model") / "vectorizer_model"
-    Vectorizer(ResNet50Helper(weights=str(WEIGHTS)).build()).save(directory)
-    return directory
+from tests.helpers import DATASET, pick_per_class
 
 
 @pytest.fixture(scope="module", name="vectorizer")

@@ -1,0 +1,1 @@
+"""Benchmark of the pipeline's stages and of serving (``python -m bench``)."""
