@@ -150,11 +150,13 @@ def serve_latency(project: Path, queries: List[Path], cold: int) -> Dict[str, An
     cold_times = []
     for query in queries[:cold]:
         start = time.perf_counter()
-        subprocess.run(command + [str(query), "--params", str(project / "params.yaml"), "--no-verify",
+        subprocess.run(command + [str(query), "--params", str(project / "params.yaml"),
+                                  "--no-verify",
                                   "--output", str(project / "cold.png")],
                        check=True, capture_output=True, cwd=project)
         cold_times.append(time.perf_counter() - start)
-    with subprocess.Popen(command + ["-", "--params", str(project / "params.yaml"), "--no-verify"],
+    with subprocess.Popen(command + ["-", "--params", str(project / "params.yaml"),
+                                     "--no-verify"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True, cwd=project) as proc:
         warm_times = []
