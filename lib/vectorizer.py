@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -252,18 +252,30 @@ class _OpenVinoForward:
         if images.shape[0] <= self._batch_size:
             out[:] = self._compile("LATENCY")(images)[0]
             return
-        queue = _openvino().AsyncInferQueue(self._compile("THROUGHPUT"))
-
-        def done(request, start: int) -> None:
-            result = request.get_output_tensor(0).data                 # (B, D)
-            out[start:start + result.shape[0]] = result
-
-        queue.set_callback(done)
+        compiled = self._compile("THROUGHPUT")
+        count = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        requests = [compiled.create_infer_request() for _ in range(count)]
+        pending: List[Optional[int]] = [None] * count      # first row each request holds
         try:
-            for start in range(0, images.shape[0], self._batch_size):
-                queue.start_async({0: images[start:start + self._batch_size]}, start)
+            for step, start in enumerate(range(0, images.shape[0], self._batch_size)):
+                slot = step % count
+                self._collect(requests[slot], pending[slot], out)
+                requests[slot].start_async({0: images[start:start + self._batch_size]})
+                pending[slot] = start
         finally:                  # also on Ctrl-C: requests in flight finish before unwinding
-            queue.wait_all()
+            for request in requests:
+                request.wait()
+        for request, first in zip(requests, pending):
+            self._collect(request, first, out)
+
+    @staticmethod
+    def _collect(request, first: Optional[int], out: np.ndarray) -> None:
+        """Waits for a request and copies its (B, D) result into ``out`` from row ``first``."""
+        if first is None:
+            return
+        request.wait()
+        result = request.get_output_tensor(0).data                     # (B, D)
+        out[first:first + result.shape[0]] = result
 
 
 class Vectorizer:
