@@ -70,7 +70,8 @@ def get_choice(values: Dict[str, Any], key: str, choices: tuple) -> str:
     return value
 
 
-ARTIFACT_KEYS = ("master", "images", "names", "etl_report", "features", "vectors", "model")
+ARTIFACT_KEYS = ("master", "images", "names", "etl_report", "features", "vectors", "model",
+                 "whitening")
 
 
 def artifact_paths(params: Dict[str, Any], root: PathLike = ".") -> Dict[str, Path]:

@@ -36,6 +36,8 @@ PathLike = Union[str, Path]
 
 # The artifacts serving loads, by their key in the params ``paths`` section.
 SERVED = ("names", "vectors", "model", "images")
+# Served when the revision has it (revisions built before the whitening stage lack it).
+OPTIONAL_SERVED = ("whitening",)
 # Where fetched revisions are kept, relative to the repository root (git-ignored).
 REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
 
@@ -203,8 +205,11 @@ def _served_outputs(repo: "Repo", params: Mapping[str, Any],
         raise PinningError("params section 'paths' is missing")
     by_path = {_relpath(repo, out): out for stage in _stages(repo) for out in stage.outs}
     outs = {}
-    for key in SERVED:
+    for key in SERVED + OPTIONAL_SERVED:
         value = paths.get(key)
+        if key in OPTIONAL_SERVED and (not isinstance(value, str)
+                                       or Path(value).as_posix() not in by_path):
+            continue
         if not isinstance(value, str):
             raise PinningError(f"params 'paths' lacks {key!r}")
         path = Path(value).as_posix()
@@ -407,7 +412,7 @@ def unverified(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
     """
     root = Path(root)
     paths = artifact_paths(dict(params), root=root)
-    served = {key: paths[key] for key in SERVED}
+    served = {key: paths[key] for key in SERVED + OPTIONAL_SERVED if key in paths}
     vectors = Path(str(params["paths"]["vectors"])).as_posix()
     md5 = "unknown"
     lock = root / "dvc.lock"

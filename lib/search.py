@@ -1,15 +1,17 @@
 """The search engine: embeds a query the way the pipeline embedded the collection."""
 import logging
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from lib.artifacts import ArtifactError, load_npy
 from lib.features import preprocess
 from lib.images import EtlConfig, etl_transform, read_image_bgr
+from lib.params import artifact_paths, get_int, section
 from lib.similarity import l2_normalize, top_k
-from lib.vectorizer import Vectorizer
+from lib.vectorizer import Vectorizer, batch_size_from_params, runtime_from_params
+from lib.whitening import Whitening, dim_from_params, load_whitening
 
 logger = logging.getLogger(__name__)
 
@@ -29,35 +31,55 @@ class ImageSearchEngine:
         etl_config: The ETL settings the collection was built with.
         images: Optional (N, S, S, 3) ``uint8`` RGB thumbnails (the ETL output), for
             showing results.
+        whitening: Optional PCA whitening fitted on ``vectors`` (the whitening stage's
+            artifact), applied to the collection here and to every query.
+        query_expansion: ``k`` of average query expansion: the query is replaced by the
+            mean of itself and its ``k`` best matches, then searched again; 0 is off.
     """
 
     def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Vectorizer,
-                 etl_config: EtlConfig, images: Optional[np.ndarray] = None):
+                 etl_config: EtlConfig, images: Optional[np.ndarray] = None,
+                 whitening: Optional[Whitening] = None,
+                 query_expansion: int = 0):  # pylint: disable=too-many-arguments
         check_index(vectors, names, images)
         if vectorizer.dim != vectors.shape[1]:
             raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
                                 f"holds {vectors.shape[1]}-d vectors")
+        if (isinstance(query_expansion, bool) or not isinstance(query_expansion, int)
+                or query_expansion < 0):
+            raise ValueError(f"query_expansion must be an integer >= 0, got "
+                             f"{query_expansion!r}")
         self.vectors = vectors
         self.names = names
         self.vectorizer = vectorizer
         self.etl_config = etl_config
         self.images = images
+        self.whitening = whitening
+        self.query_expansion = query_expansion
         self._rows: Optional[dict] = None
+        # The search space: the vectors themselves, or their whitened form.
+        self._index = vectors if whitening is None else whitening.apply(vectors)  # (N, D')
         self._norms = np.concatenate([
-            np.linalg.norm(np.asarray(vectors[i:i + _CHUNK], dtype=np.float32), axis=1)
-            for i in range(0, vectors.shape[0], _CHUNK)])          # (N,)
+            np.linalg.norm(np.asarray(self._index[i:i + _CHUNK], dtype=np.float32), axis=1)
+            for i in range(0, self._index.shape[0], _CHUNK)])      # (N,)
         if not np.isfinite(self._norms).all():
             raise ArtifactError("the index vectors hold NaN or infinite values")
 
     @classmethod
     def load(cls, vectors_path: PathLike, names_path: PathLike, model_dir: PathLike,
-             etl_config: EtlConfig, images_path: Optional[PathLike] = None,
-             batch_size: int = 32, runtime: str = "auto") -> "ImageSearchEngine":
+             etl_config: EtlConfig, images_path: Optional[PathLike] = None, *,
+             batch_size: int = 32, runtime: str = "auto",
+             whitening_path: Optional[PathLike] = None,
+             whitening_dim: Optional[int] = None,
+             query_expansion: int = 0) -> "ImageSearchEngine":
         """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle).
 
         ``runtime`` is the embedding runtime (``modelling.runtime``), chosen by the same
         rule as in the modelling stage (``lib.vectorizer.choose_runtime``).
+        ``whitening_dim`` is the ``whitening.dim`` param; a whitening artifact saved with
+        another dim is stale and refused.
         """
+        # pylint: disable=too-many-arguments
         vectors = load_npy(vectors_path, dtype=np.float32, ndim=2, mmap=True)
         names = load_npy(names_path, kind="U", ndim=1)
         images = None
@@ -66,9 +88,46 @@ class ImageSearchEngine:
             images = load_npy(images_path, dtype=np.uint8, ndim=4, mmap=True,
                               trailing_shape=(side, side, 3))
         check_index(vectors, names, images)       # before the slow model load
+        whitening = None
+        if whitening_path is not None:
+            whitening = load_whitening(whitening_path, vectors.shape[1], vectors.shape[0],
+                                       expected_dim=whitening_dim)
         vectorizer = Vectorizer.load(model_dir, batch_size=batch_size,
                                      expected_dim=vectors.shape[1], runtime=runtime)
-        return cls(vectors, names, vectorizer, etl_config, images)
+        return cls(vectors, names, vectorizer, etl_config, images, whitening=whitening,
+                   query_expansion=query_expansion)
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any], root: PathLike = ".",
+                    with_images: bool = True,
+                    paths: Optional[Dict[str, Path]] = None) -> "ImageSearchEngine":
+        """Loads the engine the way ``params.yaml`` describes: serving and evaluation
+        both come here, so they honour every setting identically.
+
+        Args:
+            params: The parsed ``params.yaml``.
+            root: The folder the artifact paths are relative to.
+            with_images: Also map the landing images (for result pictures).
+            paths: Artifact paths to use instead of those of ``params`` (pinned ones).
+                Without a ``whitening`` path (a build older than the whitening stage)
+                whitening is off and must be off in ``params``.
+        """
+        if paths is None:
+            paths = artifact_paths(params, root=root)
+        whitening_dim = dim_from_params(params) if "whitening" in params else 0
+        if "whitening" not in paths and whitening_dim:
+            raise ArtifactError("whitening.dim is set but there is no whitening artifact: "
+                                "run dvc repro")
+        serve = params.get("serve") if isinstance(params.get("serve"), dict) else {}
+        return cls.load(
+            paths["vectors"], paths["names"], paths["model"],
+            EtlConfig.from_params(section(params, "etl")),
+            images_path=paths["images"] if with_images else None,
+            batch_size=batch_size_from_params(section(params, "modelling")),
+            runtime=runtime_from_params(section(params, "modelling")),
+            whitening_path=paths.get("whitening"), whitening_dim=whitening_dim,
+            query_expansion=(get_int(serve, "query_expansion", 0)
+                             if "query_expansion" in serve else 0))
 
     def thumbnail(self, name: str) -> np.ndarray:
         """The ETL image (S, S, 3) RGB of a collection image, by name."""
@@ -93,19 +152,42 @@ class ImageSearchEngine:
         rgb = self.prepare(query)[np.newaxis]                      # (1, S, S, 3) uint8
         return self.vectorizer.transform(preprocess(rgb))[0]       # (D,)
 
+    def _cosine(self, query: np.ndarray) -> np.ndarray:
+        """Cosine of a unit query (D',) with every row of the search space: (N,)."""
+        scores = np.empty(len(self), dtype=np.float32)              # (N,)
+        for start in range(0, len(self), _CHUNK):
+            block = np.asarray(self._index[start:start + _CHUNK], dtype=np.float32)
+            scores[start:start + block.shape[0]] = block @ query    # (C,)
+        scores /= np.maximum(self._norms, 1e-12)
+        return scores
+
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        """Similarity of an embedding to every collection image: (N,) ``float32``.
+
+        The embedding is whitened like the collection (when whitening is on), then
+        ranked by cosine; with query expansion the query is replaced by the mean of
+        its unit vector and the unit vectors of its ``k`` best matches, and the scores
+        are the cosines to that expanded query.
+        """
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)  # (D,)
+        if vector.shape[0] != self.vectors.shape[1]:
+            raise ValueError(f"query vector has {vector.shape[0]} dimensions, the index "
+                             f"{self.vectors.shape[1]}")
+        if self.whitening is not None:
+            vector = self.whitening.apply(vector[np.newaxis])[0]   # (D',)
+        query = l2_normalize(vector)                               # (D',)
+        scores = self._cosine(query)                               # (N,)
+        if self.query_expansion:
+            rows, _ = top_k(scores, self.query_expansion)
+            neighbours = np.asarray(self._index[np.sort(rows)], dtype=np.float32)
+            expanded = query + l2_normalize(neighbours).sum(axis=0)  # (D',)
+            scores = self._cosine(l2_normalize(expanded))
+        return scores
+
     def search_vector(self, vector: np.ndarray, n: int) -> List[Tuple[float, int]]:
         """The ``n`` rows most similar to an embedding, as (cosine, row), best first."""
         n = _check_n(n)
-        query = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(-1))  # (D,)
-        if query.shape[0] != self.vectors.shape[1]:
-            raise ValueError(f"query vector has {query.shape[0]} dimensions, the index "
-                             f"{self.vectors.shape[1]}")
-        scores = np.empty(len(self), dtype=np.float32)              # (N,)
-        for start in range(0, len(self), _CHUNK):
-            block = np.asarray(self.vectors[start:start + _CHUNK], dtype=np.float32)
-            scores[start:start + block.shape[0]] = block @ query    # (C,)
-        scores /= np.maximum(self._norms, 1e-12)
-        rows, values = top_k(scores, n)
+        rows, values = top_k(self.scores(vector), n)
         return [(float(value), int(row)) for row, value in zip(rows, values)]
 
     def most_similar(self, query: Query, n: int = 5) -> List[Tuple[float, str]]:

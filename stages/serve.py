@@ -34,7 +34,6 @@ from lib.params import get_int, load_params, section
 from lib.pinning import pin
 from lib.render import render_results
 from lib.search import ImageSearchEngine
-from lib.vectorizer import batch_size_from_params, runtime_from_params
 
 STDIN = Path("-")
 
@@ -120,13 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.query != STDIN:                              # a bad query fails fast
         query_bgr = read_query(args.query, EtlConfig.from_params(section(params, "etl")))
     pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
-    params, paths = pinned.params, pinned.paths        # a revision's own params with --rev
-    etl_config = EtlConfig.from_params(section(params, "etl"))
-    modelling = section(params, "modelling")
-    engine = ImageSearchEngine.load(
-        paths["vectors"], paths["names"], paths["model"], etl_config,
-        images_path=paths["images"], batch_size=batch_size_from_params(modelling),
-        runtime=runtime_from_params(modelling))
+    # A revision's own params with --rev: its whitening and query expansion too.
+    engine = ImageSearchEngine.from_params(pinned.params, paths=pinned.paths)
     print(pinned.version.describe(), flush=True)
     if query_bgr is None:
         return serve_stdin(engine, n, args.output)

@@ -15,6 +15,7 @@ SHARED = REPO_ROOT.parent / "shared"
 WEIGHTS = SHARED / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 DATASET = SHARED / "datasets" / "clothing-small"
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "lib")
+QUERY_SET = REPO_ROOT / "data" / "queries"     # the demo labelled query set
 RAN = re.compile(r"Running stage '([^']+)'")
 
 
@@ -78,8 +79,23 @@ def set_params(project: Path, updates: Dict[str, object]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
-def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True) -> Path:
-    """A new git + DVC project with this repo's code, the real weights and given photos."""
+def write_query_set(rows: Iterable[Tuple[str, str]], dest: Path) -> None:
+    """Copies dataset photos into ``dest/<label>/<file>`` and writes ``dest/labels.csv``."""
+    rows = list(rows)
+    copy_photos(rows, dest)
+    with open(dest / "labels.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows((f"{label}/{Path(path).name}", label) for path, label in rows)
+
+
+def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True,
+                 queries: Optional[Iterable[Tuple[str, str]]] = None) -> Path:
+    """A new git + DVC project with this repo's code, the real weights and given photos.
+
+    The labelled query set of the evaluate stage is the repo's demo set
+    (``data/queries``), or the given dataset photos when ``queries`` is set.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = REPO_ROOT / name
@@ -89,6 +105,10 @@ def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True
         else:
             shutil.copyfile(source, root / name)
     copy_photos(photos, root / "data" / "master")
+    if queries is None:
+        shutil.copytree(QUERY_SET, root / "data" / "queries")
+    else:
+        write_query_set(queries, root / "data" / "queries")
     set_params(root, {"modelling.weights": str(WEIGHTS)})
     if git:
         run(["git", "init", "-q", "-b", "main"], root)

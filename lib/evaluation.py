@@ -1,0 +1,107 @@
+"""Evaluating search quality on a labelled query set, through the serving path.
+
+A query set is a CSV with columns ``path,label``; paths are relative to the CSV's
+folder. A database image's label is the first folder of its name (``shoes/x.jpg`` is
+``shoes``), so a collection arranged as ``data/master/<label>/<file>`` is labelled by
+its layout; images directly in ``data/master`` carry no label and are never relevant.
+The relevant images of a query are the database images with its label.
+
+Every query is read, transformed, embedded and ranked by
+:class:`lib.search.ImageSearchEngine` exactly as ``stages/serve.py`` does it, whitening
+and query expansion included; :mod:`lib.metrics` then scores the rankings.
+"""
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+import numpy as np
+
+from lib.artifacts import atomic_path, save_json
+from lib.images import read_image_bgr
+from lib.metrics import evaluate
+from lib.search import ImageSearchEngine
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+def read_query_set(csv_path: PathLike) -> List[Tuple[Path, str]]:
+    """Reads a labelled query set: (image path, label) rows in file order.
+
+    Raises:
+        ValueError: Missing file, missing columns, empty path or label, duplicate
+            paths, or no rows at all.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ValueError(f"query set {csv_path} not found")
+    with open(csv_path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"query set {csv_path} must have the columns path,label; "
+                             f"it lacks {', '.join(sorted(missing))}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            if not path or not label:
+                raise ValueError(f"query set {csv_path} line {line}: empty path or label")
+            rows.append((csv_path.parent / path, label))
+    if not rows:
+        raise ValueError(f"query set {csv_path} has no queries")
+    seen = set()
+    for path, _ in rows:
+        if path in seen:
+            raise ValueError(f"query set {csv_path} lists {path} twice")
+        seen.add(path)
+    return rows
+
+
+def database_labels(names: np.ndarray) -> np.ndarray:
+    """The label of each database image: the first folder of its name, '' if none."""
+    labels = np.array([name.split("/", 1)[0] if "/" in name else "" for name in names.tolist()])
+    if not (labels != "").any():
+        raise ValueError("no database image is in a label folder: arrange the collection "
+                         "as data/master/<label>/<file> to evaluate it")
+    return labels
+
+
+def evaluate_engine(engine: ImageSearchEngine,
+                    queries: List[Tuple[Path, str]]) -> Tuple[Dict[str, Any], np.ndarray]:
+    """Ranks the collection for every query as serving does and scores the rankings.
+
+    Returns:
+        The metrics (see :func:`lib.metrics.evaluate`, plus ``seconds_per_query``: the
+        mean wall time of reading, embedding and ranking one query) and the (L, 2)
+        precision-recall curve.
+    """
+    labels = database_labels(engine.names)                                  # (N,)
+    scores = np.empty((len(queries), len(engine)), dtype=np.float32)        # (Q, N)
+    relevant = np.empty((len(queries), len(engine)), dtype=bool)            # (Q, N)
+    started = time.perf_counter()
+    for row, (path, label) in enumerate(queries):
+        bgr = read_image_bgr(path, engine.etl_config.max_pixels)
+        scores[row] = engine.scores(engine.embed(bgr))
+        relevant[row] = labels == label
+    elapsed = time.perf_counter() - started
+    metrics, curve = evaluate(scores, relevant)
+    metrics["seconds_per_query"] = round(elapsed / len(queries), 4)
+    if metrics["queries_without_relevant"]:
+        logger.warning("%d of %d queries have no relevant image in the database and are "
+                       "left out of the metrics", metrics["queries_without_relevant"],
+                       metrics["queries"])
+    return metrics, curve
+
+
+def write_results(metrics: Dict[str, Any], curve: np.ndarray, metrics_path: PathLike,
+                  curve_path: PathLike) -> None:
+    """Writes the metrics JSON and the precision-recall curve CSV atomically."""
+    rounded = {key: round(value, 6) if isinstance(value, float) else value
+               for key, value in metrics.items()}
+    save_json(metrics_path, rounded)
+    with atomic_path(curve_path, suffix=".csv") as tmp:
+        lines = ["recall,precision"] + [f"{r:.2f},{p:.6f}" for r, p in curve]
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

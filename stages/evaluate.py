@@ -1,0 +1,52 @@
+"""Evaluate stage: search quality on a labelled query set, through the serving path.
+
+Each query of the CSV (columns ``path,label``, paths relative to the CSV's folder) is
+embedded and ranked by the engine serving uses, with the same ETL, saved model,
+whitening and query expansion. The relevant images of a query are the collection
+images whose first folder is its label. Writes mean average precision, P@1, P@5,
+P@10 and R@10 as JSON (DVC metrics) and the precision-recall curve as CSV (DVC plots).
+
+Usage (as ``dvc.yaml`` runs it)::
+
+    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# pylint: disable=wrong-import-position
+from lib import cli
+from lib.evaluation import evaluate_engine, read_query_set, write_results
+from lib.params import load_params
+from lib.search import ImageSearchEngine
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("queries", type=Path, help="labelled query set, CSV path,label")
+    parser.add_argument("metrics", type=Path, help="output metrics JSON")
+    parser.add_argument("curve", type=Path, help="output precision-recall curve CSV")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params file; artifact paths are relative to its folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Loads the engine as serving does, ranks every query, writes the metrics."""
+    args = parse_args(argv)
+    cli.setup_logging()
+    queries = read_query_set(args.queries)
+    engine = ImageSearchEngine.from_params(load_params(args.params), root=args.params.parent,
+                                           with_images=False)
+    metrics, curve = evaluate_engine(engine, queries)
+    write_results(metrics, curve, args.metrics, args.curve)
+    print(" ".join(f"{key}={metrics[key]:.4f}" for key in ("mAP", "P@1", "P@5", "P@10", "R@10")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
