@@ -2,8 +2,9 @@
 
 The query goes through the same ETL and feature-engineering functions as the
 collection, is embedded with the saved vectorizer model, and is ranked by cosine
-similarity. Prints which artifact version answers, rank, score and name, and
-writes a picture of the results.
+similarity, after the saved PCA whitening and with the query expansion that
+``params.yaml`` sets (both off by default). Prints which artifact version answers,
+rank, score and name, and writes a picture of the results.
 
 Before loading, the artifacts are checked against the versions recorded in
 ``dvc.lock`` (``--no-verify`` skips that); ``--rev`` serves the artifacts recorded
