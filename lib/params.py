@@ -70,8 +70,7 @@ def get_choice(values: Dict[str, Any], key: str, choices: tuple) -> str:
     return value
 
 
-ARTIFACT_KEYS = ("master", "images", "names", "etl_report", "features", "vectors", "model",
-                 "whitening")
+ARTIFACT_KEYS = ("master", "images", "names", "etl_report", "features", "vectors", "model")
 
 
 def artifact_paths(params: Dict[str, Any], root: PathLike = ".") -> Dict[str, Path]:

@@ -120,7 +120,7 @@ def test_whitening_and_expansion_parity_of_serving_and_evaluation(project, queri
         set_params(project, {"whitening.dim": 4})
         stale = run(["python", "stages/serve.py", str(query)], project, check=False)
         assert stale.returncode == 1
-        assert stale.stderr.strip().count("\n") == 0 and "run dvc repro" in stale.stderr
+        assert stale.stderr.strip().count("\n") == 0 and "dvc repro" in stale.stderr
     finally:
         set_params(project, {"whitening.dim": 0, "serve.query_expansion": 0})
     repro(project)        # back to the design (DVC may restore it from its run cache)
