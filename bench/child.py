@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.features import preprocess
 from lib.images import EtlConfig, list_images, read_image_bgr, etl_transform
-from lib.pipeline import run_embedding, run_etl, run_feature_engineering
+from lib.features import run_feature_engineering
+from lib.pipeline import run_etl
+from lib.vectorizer import run_embedding
 from lib.search import ImageSearchEngine
 from lib.similarity import get_cosine_similarity, top_k
 from lib.vectorizer import Vectorizer

@@ -1,7 +1,9 @@
 """Shared command-line plumbing: logging set-up and one-line errors for user mistakes."""
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
@@ -26,11 +28,24 @@ def run(main: Callable[[Optional[Sequence[str]]], int],
         The exit status: ``main``'s, 1 for a user error, 130 when interrupted.
     """
     prog = sys.argv[0].rsplit("/", 1)[-1]
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):
+        # Remembered as well as raised: library code that swallows the exception
+        # (a broad ``except`` in a framework) cannot turn Ctrl-C into a success.
+        interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
     # A file name that is not valid UTF-8 is printed escaped rather than failing.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        return main(argv)
+        status = main(argv)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        return status
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished artifacts are kept, rerun to complete",
               file=sys.stderr)

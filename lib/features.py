@@ -1,8 +1,16 @@
 """Feature engineering: ResNet50's ``preprocess_input`` on RGB ``uint8`` batches.
 
-The feature-engineering stage and the serving path both call :func:`preprocess`.
+The feature-engineering stage (:func:`run_feature_engineering`) and the serving path
+both call :func:`preprocess`.
 """
+from pathlib import Path
+from typing import Union
+
 import numpy as np
+
+from lib.artifacts import NpyRowReader, open_npy_writer
+
+PathLike = Union[str, Path]
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
@@ -29,3 +37,17 @@ def preprocess(images: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an (N, H, W, 3) batch, got shape {images.shape}")
     batch = images.astype(np.float32)                    # (N, H, W, 3) RGB float32
     return np.asarray(preprocess_input(batch), dtype=np.float32)  # (N, H, W, 3) BGR - mean
+
+
+def run_feature_engineering(images_in: PathLike, features_out: PathLike,
+                            chunk_size: int = 128) -> int:
+    """Applies ``preprocess`` to the ETL output chunk by chunk.
+
+    Returns:
+        The number of rows written.
+    """
+    images = NpyRowReader(images_in, dtype=np.uint8, ndim=4)          # (N, S, S, 3)
+    with open_npy_writer(features_out, images.shape, np.float32) as out:
+        for start, chunk in images.chunks(chunk_size):
+            out[start:start + chunk.shape[0]] = preprocess(chunk)     # (C, S, S, 3)
+    return len(images)

@@ -1,8 +1,10 @@
-"""The three pipeline phases as functions over files, streaming in chunks.
+"""The ETL phase over files: every photo under a folder into one streamed ``.npy``.
 
-Each reads its input and writes its output chunk by chunk, with plain file reads and
+Like the other phases (``lib.features.run_feature_engineering`` and
+``lib.vectorizer.run_embedding``) it writes chunk by chunk, with plain file reads and
 writes into preallocated ``.npy`` files (``lib.artifacts.NpyRowReader`` and
 ``open_npy_writer``), so peak memory is a few chunks, whatever the collection size.
+Each phase lives beside the code it runs, so a stage depends only on what it imports.
 """
 import concurrent.futures
 import logging
@@ -14,9 +16,7 @@ import cv2
 import numpy as np
 
 from lib.artifacts import NpyRowReader, open_npy_writer, save_json, save_npy
-from lib.features import preprocess
 from lib.images import EtlConfig, ImageReadError, list_images, load_image
-from lib.vectorizer import Vectorizer
 
 logger = logging.getLogger(__name__)
 
@@ -126,34 +126,3 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
     save_json(report_out, report)
     logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))
     return report
-
-
-def run_feature_engineering(images_in: PathLike, features_out: PathLike,
-                            chunk_size: int = 128) -> int:
-    """Applies ``preprocess`` to the ETL output chunk by chunk.
-
-    Returns:
-        The number of rows written.
-    """
-    images = NpyRowReader(images_in, dtype=np.uint8, ndim=4)          # (N, S, S, 3)
-    with open_npy_writer(features_out, images.shape, np.float32) as out:
-        for start, chunk in images.chunks(chunk_size):
-            out[start:start + chunk.shape[0]] = preprocess(chunk)     # (C, S, S, 3)
-    return len(images)
-
-
-def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
-                  chunk_size: int = 256) -> int:
-    """Embeds the feature store with ``vectorizer``, chunk by chunk.
-
-    Returns:
-        The number of vectors written.
-    """
-    features = NpyRowReader(features_in, dtype=np.float32, ndim=4,
-                            trailing_shape=vectorizer.input_shape)  # (N, S, S, 3)
-    total = len(features)
-    with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
-        for start, chunk in features.chunks(chunk_size):
-            out[start:start + chunk.shape[0]] = vectorizer.transform(chunk)   # (C, D)
-            logger.info("embedding: %d/%d images", start + chunk.shape[0], total)
-    return int(total)

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from lib.artifacts import ArtifactError, atomic_path
+from lib.artifacts import ArtifactError, NpyRowReader, atomic_path, open_npy_writer
 from lib.params import get_choice, get_float, get_int
 
 logger = logging.getLogger(__name__)
@@ -397,3 +397,20 @@ def runtime_from_params(modelling: Dict[str, Any]) -> str:
 def batch_size_from_params(modelling: Dict[str, Any]) -> int:
     """Reads ``modelling.batch_size``."""
     return get_int(modelling, "batch_size", 1)
+
+
+def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
+                  chunk_size: int = 256) -> int:
+    """Embeds the feature store with ``vectorizer``, chunk by chunk.
+
+    Returns:
+        The number of vectors written.
+    """
+    features = NpyRowReader(features_in, dtype=np.float32, ndim=4,
+                            trailing_shape=vectorizer.input_shape)  # (N, S, S, 3)
+    total = len(features)
+    with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
+        for start, chunk in features.chunks(chunk_size):
+            out[start:start + chunk.shape[0]] = vectorizer.transform(chunk)   # (C, D)
+            logger.info("embedding: %d/%d images", start + chunk.shape[0], total)
+    return int(total)

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.features import run_feature_engineering
 from lib.params import get_int, load_params, section
-from lib.pipeline import run_feature_engineering
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -17,9 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.params import get_int, load_params, section
-from lib.pipeline import run_embedding
 from lib.vectorizer import (ResNet50Helper, Vectorizer, batch_size_from_params,
-                            runtime_from_params)
+                            run_embedding, runtime_from_params)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

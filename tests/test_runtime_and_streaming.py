@@ -14,7 +14,8 @@ from PIL import Image
 from lib.artifacts import NpyRowReader, open_npy_writer
 from lib.features import preprocess
 from lib.images import EtlConfig, decode_image, imread_flag, load_image
-from lib.pipeline import run_embedding, run_feature_engineering
+from lib.features import run_feature_engineering
+from lib.vectorizer import run_embedding
 from lib.similarity import get_cosine_similarity
 from lib.vectorizer import Vectorizer, choose_runtime, openvino_cache_dir
 from tests.helpers import DATASET, REPO_ROOT, pick_per_class, tool_env
