@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Tuple, Union
 import numpy as np
 
 from lib.artifacts import atomic_path, save_json
-from lib.images import read_image_bgr
 from lib.metrics import evaluate
 from lib.search import ImageSearchEngine
 
@@ -83,8 +82,7 @@ def evaluate_engine(engine: ImageSearchEngine,
     relevant = np.empty((len(queries), len(engine)), dtype=bool)            # (Q, N)
     started = time.perf_counter()
     for row, (path, label) in enumerate(queries):
-        bgr = read_image_bgr(path, engine.etl_config.max_pixels)
-        scores[row] = engine.scores(engine.embed(bgr))
+        scores[row] = engine.scores(engine.embed(path))     # read as serving reads it
         relevant[row] = labels == label
     elapsed = time.perf_counter() - started
     metrics, curve = evaluate(scores, relevant)

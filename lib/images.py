@@ -397,7 +397,14 @@ def etl_transform(bgr: np.ndarray, config: EtlConfig) -> np.ndarray:
     return np.ascontiguousarray(resized, dtype=np.uint8)       # (size, size, 3) RGB
 
 
+def read_image(path: PathLike, config: EtlConfig) -> np.ndarray:
+    """Reads a file as the ETL reads every image (its pixel limit and decode settings).
+
+    The one read step of the pipeline, serving and evaluation alike: (H, W, 3) BGR.
+    """
+    return read_image_bgr(path, config.max_pixels, config.decode_min_side)
+
+
 def load_image(path: PathLike, config: EtlConfig) -> np.ndarray:
     """Reads a file and applies :func:`etl_transform`: the whole ETL of one image."""
-    return etl_transform(read_image_bgr(path, config.max_pixels, config.decode_min_side),
-                         config)
+    return etl_transform(read_image(path, config), config)

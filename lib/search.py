@@ -7,7 +7,7 @@ import numpy as np
 
 from lib.artifacts import ArtifactError, load_npy
 from lib.features import preprocess
-from lib.images import EtlConfig, etl_transform, read_image_bgr
+from lib.images import EtlConfig, etl_transform, read_image
 from lib.params import artifact_paths, get_int, section
 from lib.similarity import l2_normalize, top_k
 from lib.vectorizer import Vectorizer, batch_size_from_params, runtime_from_params
@@ -143,8 +143,7 @@ class ImageSearchEngine:
     def prepare(self, query: Query) -> np.ndarray:
         """The ETL output for a query: a file path, or an OpenCV BGR array."""
         if isinstance(query, (str, Path)):
-            query = read_image_bgr(query, self.etl_config.max_pixels,
-                                   self.etl_config.decode_min_side)
+            query = read_image(query, self.etl_config)
         return etl_transform(query, self.etl_config)               # (S, S, 3) RGB
 
     def embed(self, query: Query) -> np.ndarray:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.images import EtlConfig, read_image_bgr
+from lib.images import EtlConfig, read_image
 from lib.params import get_int, load_params, section
 from lib.pinning import pin
 from lib.render import render_results
@@ -82,11 +82,6 @@ def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, n: int
         print(f"picture: {output}")
 
 
-def read_query(path: Path, etl_config: EtlConfig) -> np.ndarray:
-    """Reads a query file as the ETL reads the collection's (same decode settings)."""
-    return read_image_bgr(path, etl_config.max_pixels, min_side=etl_config.decode_min_side)
-
-
 def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> int:
     """Warm mode: one query path per stdin line, one block per query, ended by a blank line.
 
@@ -101,7 +96,7 @@ def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> in
         picture = None if output is None else output.with_name(
             f"{output.stem}-{count}{output.suffix}")
         try:
-            answer(engine, Path(text), read_query(Path(text), engine.etl_config), n, picture)
+            answer(engine, Path(text), read_image(Path(text), engine.etl_config), n, picture)
         except cli.USER_ERRORS as err:
             failed += 1
             print(f"error: {' '.join(str(err).split()) or type(err).__name__}")
@@ -118,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     n = args.n if args.n is not None else get_int(serve, "top_n")
     query_bgr = None
     if args.query != STDIN:                              # a bad query fails fast
-        query_bgr = read_query(args.query, EtlConfig.from_params(section(params, "etl")))
+        query_bgr = read_image(args.query, EtlConfig.from_params(section(params, "etl")))
     pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
     # A revision's own params with --rev: its whitening and query expansion too.
     engine = ImageSearchEngine.from_params(pinned.params, paths=pinned.paths)
