@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.features import preprocess
-from lib.images import EtlConfig, list_images, read_image_bgr, etl_transform
+from lib.config import EtlConfig
+from lib.images import list_images, read_image_bgr, etl_transform
 from lib.features import run_feature_engineering
 from lib.pipeline import run_etl
 from lib.vectorizer import run_embedding
@@ -29,12 +30,11 @@ from lib.vectorizer import Vectorizer
 
 def etl(args: Dict[str, Any]) -> Dict[str, Any]:
     """The ETL stage as the pipeline runs it (threads, chunks, reduced JPEG decode)."""
-    config = EtlConfig(reduced_decode=args["reduced_decode"])
+    config = EtlConfig(reduced_decode=args["reduced_decode"], workers=args["workers"])
     out = Path(args["out"])
     start = time.perf_counter()
     report = run_etl(args["master"], out / "resized_rgb.npy", out / "image_names.npy",
-                     out / "etl_report.json", config, workers=args["workers"],
-                     chunk_size=256)
+                     out / "etl_report.json", config)
     return {"seconds": time.perf_counter() - start, "rows": report["images_kept"]}
 
 

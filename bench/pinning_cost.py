@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
-from lib.params import artifact_paths, load_params
+from lib.config import load_config
 from lib.pinning import SERVED, verify_workspace
 
 
@@ -47,20 +47,20 @@ def main() -> int:
     parser.add_argument("root", type=Path, nargs="?", default=Path("."))
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    params = load_params(args.root / "params.yaml")
+    config = load_config(args.root / "params.yaml")
     started = time.perf_counter()
     import dvc.repo  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     print(f"import dvc:                         {time.perf_counter() - started:.3f} s")
-    first = _timed(lambda: verify_workspace(args.root, params))
+    first = _timed(lambda: verify_workspace(args.root, config))
     print(f"first check (opens repo, index):    {first:.3f} s")
-    warm = [_timed(lambda: verify_workspace(args.root, params)) for _ in range(args.repeat)]
+    warm = [_timed(lambda: verify_workspace(args.root, config)) for _ in range(args.repeat)]
     print(f"check, stat cache warm:             {statistics.median(warm):.3f} s "
           f"(median of {args.repeat})")
-    paths = artifact_paths(params, root=args.root)
+    paths = config.paths.resolve(args.root)
     cold = []
     for _ in range(args.repeat):
         size = _touch_all([paths[key] for key in SERVED])
-        cold.append(_timed(lambda: verify_workspace(args.root, params)))
+        cold.append(_timed(lambda: verify_workspace(args.root, config)))
     print(f"check, stat cache cold ({size / 1e6:.1f} MB re-hashed): "
           f"{statistics.median(cold):.3f} s (median of {args.repeat})")
     return 0

@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=wrong-import-position
 from lib.artifacts import open_npy_writer
 from lib.images import list_images
-from lib.vectorizer import CACHE_ENV, ResNet50Helper, Vectorizer
+from lib.resnet import ResNet50Helper
+from lib.runtime import CACHE_ENV
+from lib.vectorizer import Vectorizer
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"

@@ -15,12 +15,12 @@ from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from lib.errors import PathLike, UserError
+
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
 
-
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """An artifact is missing, unreadable, or not of the expected shape or type."""
 
 

@@ -14,47 +14,46 @@ import csv
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from lib.artifacts import atomic_path, save_json
+from lib.errors import InputError, PathLike
 from lib.metrics import evaluate
 from lib.search import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, Path]
 
 
 def read_query_set(csv_path: PathLike) -> List[Tuple[Path, str]]:
     """Reads a labelled query set: (image path, label) rows in file order.
 
     Raises:
-        ValueError: Missing file, missing columns, empty path or label, duplicate
+        InputError: Missing file, missing columns, empty path or label, duplicate
             paths, or no rows at all.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise ValueError(f"query set {csv_path} not found")
+        raise InputError(f"query set {csv_path} not found")
     with open(csv_path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"query set {csv_path} must have the columns path,label; "
+            raise InputError(f"query set {csv_path} must have the columns path,label; "
                              f"it lacks {', '.join(sorted(missing))}")
         rows = []
         for line, row in enumerate(reader, start=2):
             path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
             if not path or not label:
-                raise ValueError(f"query set {csv_path} line {line}: empty path or label")
+                raise InputError(f"query set {csv_path} line {line}: empty path or label")
             rows.append((csv_path.parent / path, label))
     if not rows:
-        raise ValueError(f"query set {csv_path} has no queries")
+        raise InputError(f"query set {csv_path} has no queries")
     seen = set()
     for path, _ in rows:
         if path in seen:
-            raise ValueError(f"query set {csv_path} lists {path} twice")
+            raise InputError(f"query set {csv_path} lists {path} twice")
         seen.add(path)
     return rows
 
@@ -63,7 +62,7 @@ def database_labels(names: np.ndarray) -> np.ndarray:
     """The label of each database image: the first folder of its name, '' if none."""
     labels = np.array([name.split("/", 1)[0] if "/" in name else "" for name in names.tolist()])
     if not (labels != "").any():
-        raise ValueError("no database image is in a label folder: arrange the collection "
+        raise InputError("no database image is in a label folder: arrange the collection "
                          "as data/master/<label>/<file> to evaluate it")
     return labels
 

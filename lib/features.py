@@ -3,14 +3,10 @@
 The feature-engineering stage (:func:`run_feature_engineering`) and the serving path
 both call :func:`preprocess`.
 """
-from pathlib import Path
-from typing import Union
-
 import numpy as np
 
 from lib.artifacts import NpyRowReader, open_npy_writer
-
-PathLike = Union[str, Path]
+from lib.errors import PathLike
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:

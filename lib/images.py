@@ -4,7 +4,6 @@ The pipeline's ETL stage and the serving path both call :func:`etl_transform` (a
 :func:`load_image` for files), so a query is resized exactly as the collection was.
 """
 import contextlib
-import dataclasses
 import io
 import logging
 import os
@@ -14,18 +13,17 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from lib import DEFAULT_MAX_PIXELS
-from lib.params import get_choice, get_int
+from lib.config import EtlConfig
+from lib.errors import InputError, PathLike
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, Path]
 
 # File extensions OpenCV's imdecode reads (JPEG, PNG, WebP, TIFF, BMP, PNM, ...).
 IMAGE_EXTENSIONS = frozenset({
@@ -33,7 +31,6 @@ IMAGE_EXTENSIONS = frozenset({
     ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tiff", ".tif",
     ".exr", ".hdr", ".pic", ".gif",
 })
-RESIZE_MODES = ("stretch", "crop", "pad")
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
                   "cubic": cv2.INTER_CUBIC}
 
@@ -54,53 +51,8 @@ _OPENCV_LOG_PREFIX = re.compile(r"^\[\s*\w+:[\d@.:]+\]\s*(?:global\s+)?(?:\S+:\d
 _NATIVE_STDERR_LOCK = threading.Lock()
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """A file is not a usable image (missing, empty, corrupt or too large)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EtlConfig:
-    """How every image, collection or query, becomes a square RGB array.
-
-    Attributes:
-        image_size: Side of the square output (224 for ResNet50).
-        resize_mode: ``stretch`` (the design default), ``crop`` (centre crop of the
-            shorter side) or ``pad`` (pad to square with black).
-        interpolation: OpenCV interpolation name: ``area``, ``linear`` or ``cubic``.
-        max_pixels: Largest width x height accepted (decompression-bomb guard).
-        reduced_decode: Decode large JPEGs at 1/2, 1/4 or 1/8 scale (several times
-            faster) when the result keeps at least twice ``image_size`` pixels on its
-            shorter side, so the final resize is within a few grey levels of a full
-            decode.
-    """
-
-    image_size: int = 224
-    resize_mode: str = "stretch"
-    interpolation: str = "area"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    reduced_decode: bool = True
-
-    @classmethod
-    def from_params(cls, etl: Dict[str, Any]) -> "EtlConfig":
-        """Builds the config from the ``etl`` section of ``params.yaml``."""
-        return cls(image_size=get_int(etl, "image_size", 8),
-                   resize_mode=get_choice(etl, "resize_mode", RESIZE_MODES),
-                   interpolation=get_choice(etl, "interpolation", tuple(INTERPOLATIONS)),
-                   max_pixels=get_int(etl, "max_pixels", 1),
-                   reduced_decode=_get_bool(etl, "reduced_decode", True))
-
-    @property
-    def decode_min_side(self) -> int:
-        """Shorter side a reduced JPEG decode must keep (0: always decode in full)."""
-        return 2 * self.image_size if self.reduced_decode else 0
-
-
-def _get_bool(values: Dict[str, Any], key: str, default: bool) -> bool:
-    """Returns ``values[key]`` (``default`` when absent), which must be a boolean."""
-    value = values.get(key, default)
-    if not isinstance(value, bool):
-        raise TypeError(f"param {key!r} must be true or false, got {value!r}")
-    return value
 
 
 def list_images(root: PathLike) -> List[Path]:
@@ -111,11 +63,11 @@ def list_images(root: PathLike) -> List[Path]:
     ETL reports it instead of silently ignoring it.
 
     Raises:
-        ValueError: ``root`` is missing or not a directory.
+        InputError: ``root`` is missing or not a directory.
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"image folder {root} does not exist or is not a directory")
+        raise InputError(f"image folder {root} does not exist or is not a directory")
     found = [p for p in root.rglob("*")
              if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()
              and not any(part.startswith(".") for part in p.relative_to(root).parts)]
@@ -330,16 +282,25 @@ def read_image_bgr(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         ImageReadError: The path is missing, a directory, empty or not an image.
     """
+    return decode_image(read_file(path), max_pixels, source=str(path), min_side=min_side)
+
+
+def read_file(path: PathLike) -> bytes:
+    """The bytes of an image file, as one-line errors for the usual mistakes.
+
+    Raises:
+        ImageReadError: The path is missing, a broken link, not a regular file, or
+            unreadable.
+    """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: " + ("broken link" if path.is_symlink() else "no such file"))
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror})") from err
-    return decode_image(data, max_pixels, source=str(path), min_side=min_side)
 
 
 def _to_square(rgb: np.ndarray, config: EtlConfig) -> np.ndarray:

@@ -22,6 +22,8 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from lib.errors import InputError
+
 PRECISION_KS = (1, 5, 10)
 RECALL_KS = (10,)
 RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
@@ -132,7 +134,7 @@ def evaluate(scores: np.ndarray, relevant: np.ndarray,
     ranked = rank_relevance(scores, relevant)                               # (Q, N)
     counted = ranked.any(axis=1)                                            # (Q,)
     if not counted.any():
-        raise ValueError("no query has a relevant image in the database: check that the "
+        raise InputError("no query has a relevant image in the database: check that the "
                          "query labels match the database labels")
     ranked = ranked[counted]
     metrics: Dict[str, float] = {"mAP": float(np.mean(average_precisions(ranked)))}

@@ -21,18 +21,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
 
 import yaml
 
-from lib.params import artifact_paths
+from lib.config import Config, PathsConfig, parse_yaml
+from lib.errors import ConfigError, PathLike, UserError, one_line
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, Path]
 
 # The artifacts serving loads, by their key in the params ``paths`` section.
 SERVED = ("names", "vectors", "model", "images")
@@ -42,7 +41,7 @@ OPTIONAL_SERVED = ("whitening",)
 REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
 
 
-class PinningError(ValueError):
+class PinningError(UserError, ValueError):
     """The artifacts are not the versions recorded in ``dvc.lock``."""
 
 
@@ -75,23 +74,23 @@ class PinnedArtifacts:
 
     Attributes:
         paths: Local path of each served artifact, by params key.
-        params: The params the artifacts were built with (``params.yaml`` of the
-            revision, or of the workspace).
+        config: The configuration the artifacts were built with (``params.yaml`` of
+            the revision, or of the workspace).
         version: Which version this is.
     """
 
     paths: Dict[str, Path]
-    params: Dict[str, Any]
+    config: Config
     version: ServingVersion
 
 
-def pin(root: PathLike, params: Mapping[str, Any], rev: Optional[str] = None,
+def pin(root: PathLike, config: Config, rev: Optional[str] = None,
         verify: bool = True) -> PinnedArtifacts:
     """The artifacts to serve: a revision's, the verified workspace's, or unchecked ones.
 
     Args:
         root: The repository root.
-        params: The parsed ``params.yaml`` of that root.
+        config: The configuration of that root's ``params.yaml``.
         rev: A git revision to serve instead of the workspace.
         verify: Check the workspace against ``dvc.lock`` (or re-hash a revision's
             already fetched artifacts).
@@ -99,18 +98,18 @@ def pin(root: PathLike, params: Mapping[str, Any], rev: Optional[str] = None,
     if rev is not None:
         return pin_revision(root, rev, verify=verify)
     if verify:
-        return verify_workspace(root, params)
-    return unverified(root, params)
+        return verify_workspace(root, config)
+    return unverified(root, config)
 
 
-def verify_workspace(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
+def verify_workspace(root: PathLike, config: Config) -> PinnedArtifacts:
     """Checks that the workspace's served artifacts are the versions in ``dvc.lock``.
 
     Call it once per loaded engine, before loading.
 
     Args:
         root: The repository root (holding ``dvc.yaml``, ``dvc.lock``, ``params.yaml``).
-        params: The parsed ``params.yaml`` of that root.
+        config: The configuration of that root's ``params.yaml``.
 
     Returns:
         The artifact paths and their version.
@@ -121,7 +120,7 @@ def verify_workspace(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifac
     """
     root = Path(root).resolve()
     with _open_repo(root) as repo:
-        outs = _served_outputs(repo, params)
+        outs = _served_outputs(repo, config.paths)
         for key, out in outs.items():
             _check_workspace_output(key, out)
         stages = _upstream_stages(repo, outs)
@@ -129,7 +128,7 @@ def verify_workspace(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifac
         _check_inputs_unchanged(repo, stages)
         version = _version(repo, outs, "workspace")
     paths = {key: root / _relpath(repo, out) for key, out in outs.items()}
-    return PinnedArtifacts(paths=paths, params=dict(params), version=version)
+    return PinnedArtifacts(paths=paths, config=config, version=version)
 
 
 def pin_revision(root: PathLike, rev: str, verify: bool = True,
@@ -146,7 +145,8 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
         cache_dir: Where fetched artifacts are kept; default ``.dvc/tmp/serve-revs``.
 
     Returns:
-        Local paths of the artifacts, the params of that revision, and its version.
+        Local paths of the artifacts, the configuration of that revision, and its
+        version.
 
     Raises:
         PinningError: Unknown revision, nothing recorded there, or an artifact that
@@ -163,21 +163,25 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
         dvcfs = DVCFileSystem(str(root), rev=rev)
         repo = dvcfs.repo
     except (DvcException, SCMError) as err:
-        raise PinningError(f"cannot open revision {rev!r} of {root}: {_one_line(err)}") from err
+        raise PinningError(f"cannot open revision {rev!r} of {root}: {one_line(err)}") from err
     try:
         try:
-            params = yaml.safe_load(dvcfs.read_text("params.yaml"))
+            text = dvcfs.read_text("params.yaml")
         except FileNotFoundError as err:
             raise PinningError(f"revision {rev!r} has no params.yaml") from err
-        if not isinstance(params, dict):
-            raise PinningError(f"params.yaml at revision {rev!r} is not a mapping")
-        outs = _served_outputs(repo, params, where=f"dvc.lock at revision {rev!r}")
+        source = f"params.yaml at revision {rev!r}"
+        try:
+            # A revision built before a section existed gets that section's defaults.
+            config = Config.from_dict(parse_yaml(text, source), source, missing_sections=True)
+        except ConfigError as err:
+            raise PinningError(str(err)) from err
+        outs = _served_outputs(repo, config.paths, where=f"dvc.lock at revision {rev!r}")
         _check_consistent_build(repo, _upstream_stages(repo, outs), where=f"revision {rev!r}")
         paths = {key: _fetch(dvcfs, repo, out, cache, verify, rev) for key, out in outs.items()}
         version = _version(repo, outs, rev)
     finally:
         dvcfs.close()
-    return PinnedArtifacts(paths=paths, params=params, version=version)
+    return PinnedArtifacts(paths=paths, config=config, version=version)
 
 
 def _open_repo(root: Path) -> "Repo":
@@ -197,22 +201,16 @@ def _relpath(repo: "Repo", out) -> str:
     return Path(repo.fs.relpath(out.fs_path, repo.root_dir)).as_posix()
 
 
-def _served_outputs(repo: "Repo", params: Mapping[str, Any],
+def _served_outputs(repo: "Repo", paths_config: PathsConfig,
                     where: str = "dvc.lock") -> Dict[str, Any]:
     """The DVC output of each served artifact, with its hash recorded in ``dvc.lock``."""
-    paths = params.get("paths")
-    if not isinstance(paths, dict):
-        raise PinningError("params section 'paths' is missing")
+    paths = paths_config.to_dict()
     by_path = {_relpath(repo, out): out for stage in _stages(repo) for out in stage.outs}
     outs = {}
     for key in SERVED + OPTIONAL_SERVED:
-        value = paths.get(key)
-        if key in OPTIONAL_SERVED and (not isinstance(value, str)
-                                       or Path(value).as_posix() not in by_path):
+        path = Path(paths[key]).as_posix()
+        if key in OPTIONAL_SERVED and path not in by_path:
             continue
-        if not isinstance(value, str):
-            raise PinningError(f"params 'paths' lacks {key!r}")
-        path = Path(value).as_posix()
         out = by_path.get(path)
         if out is None:
             raise PinningError(f"{path} is not an output of any stage in dvc.yaml, so its "
@@ -230,7 +228,7 @@ def _stages(repo: "Repo") -> List[Any]:
     try:
         return list(repo.index.stages)
     except DvcException as err:
-        raise PinningError(f"cannot read the pipeline: {_one_line(err)}") from err
+        raise PinningError(f"cannot read the pipeline: {one_line(err)}") from err
 
 
 def _check_workspace_output(key: str, out) -> None:
@@ -363,7 +361,7 @@ def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Pat
             dvcfs.get(relpath, str(local), recursive=expected.isdir)
         except (OSError, ValueError, DvcException, DataIndexError) as err:
             raise PinningError(f"cannot fetch {relpath} at revision {rev!r} from the DVC "
-                               f"cache or remote: {_one_line(err)}: run `dvc push` where it "
+                               f"cache or remote: {one_line(err)}: run `dvc push` where it "
                                "was built, or check the remote (`dvc remote list`)") from err
         _check_hash(repo, local, expected, f"{relpath} fetched at {rev!r}",
                     "the cache or remote holds a corrupted copy")
@@ -399,21 +397,16 @@ def _short(value: Optional[str]) -> str:
     return str(value) if value else "none"
 
 
-def _one_line(err: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def unverified(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
+def unverified(root: PathLike, config: Config) -> PinnedArtifacts:
     """The workspace artifacts without any check (fast; DVC is not even imported).
 
     The version names the vectors' md5 that ``dvc.lock`` records, marked unverified:
     nothing proves the files are that version.
     """
     root = Path(root)
-    paths = artifact_paths(dict(params), root=root)
-    served = {key: paths[key] for key in SERVED + OPTIONAL_SERVED if key in paths}
-    vectors = Path(str(params["paths"]["vectors"])).as_posix()
+    paths = config.paths.resolve(root)
+    served = {key: paths[key] for key in SERVED + OPTIONAL_SERVED}
+    vectors = Path(config.paths.vectors).as_posix()
     md5 = "unknown"
     lock = root / "dvc.lock"
     if lock.is_file():
@@ -426,4 +419,4 @@ def unverified(root: PathLike, params: Mapping[str, Any]) -> PinnedArtifacts:
                 if out.get("path") == vectors:
                     md5 = str(out.get("md5"))
     version = ServingVersion(git_rev=None, vectors_md5=md5, source="workspace, unverified")
-    return PinnedArtifacts(paths=served, params=dict(params), version=version)
+    return PinnedArtifacts(paths=served, config=config, version=version)

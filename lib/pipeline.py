@@ -10,30 +10,31 @@ import concurrent.futures
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np
 
 from lib.artifacts import NpyRowReader, open_npy_writer, save_json, save_npy
-from lib.images import EtlConfig, ImageReadError, list_images, load_image
+from lib.config import EtlConfig
+from lib.errors import InputError, PathLike
+from lib.images import ImageReadError, list_images, load_image
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, Path]
 
 
 def _load_one(path: Path, config: EtlConfig) -> Tuple[Path, Any]:
     """ETL of one file; returns the array, or the reason it is unusable.
 
     Whatever goes wrong with one file (unreadable, corrupt, too large, out of memory,
-    a decoder error) is that file's problem only: the stage goes on without it.
+    a decoder error) is that file's problem only: the stage goes on without it. Any
+    other exception is a bug in the code and stops the stage with its traceback.
     """
     try:
         return path, load_image(path, config)
     except ImageReadError as err:
         return path, str(err)
-    except (ValueError, OSError, MemoryError, cv2.error) as err:
+    except (OSError, MemoryError, cv2.error) as err:
         return path, f"{path}: {type(err).__name__}: {' '.join(str(err).split())}"
 
 
@@ -53,8 +54,7 @@ def _name_of(path: Path, master: Path) -> Tuple[str, str]:
 
 
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
-            report_out: PathLike, config: EtlConfig, workers: int = 4,
-            chunk_size: int = 256) -> Dict[str, Any]:
+            report_out: PathLike, config: EtlConfig) -> Dict[str, Any]:
     """Reads every image under ``master`` and writes the resized RGB array and names.
 
     Unreadable files are logged, skipped and listed with their reason in the report;
@@ -66,20 +66,19 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         names_out: ``.npy`` for the (N,) unicode names: paths relative to ``master``,
             in the same row order.
         report_out: JSON report of counts and skipped files.
-        config: The ETL transform's settings.
-        workers: Decoding threads.
-        chunk_size: Files decoded per chunk.
+        config: The ETL settings: the transform, decoding threads and chunk size.
 
     Returns:
         The report.
 
     Raises:
-        ValueError: ``master`` is missing, or holds no readable image.
+        InputError: ``master`` is missing, or holds no readable image.
     """
     master = Path(master)
     found = list_images(master)
+    workers, chunk_size = config.workers, config.chunk_size
     if not found:
-        raise ValueError(f"no image files found under {master}")
+        raise InputError(f"no image files found under {master}")
     side = config.image_size
     names: List[str] = []
     skipped: List[Dict[str, str]] = []
@@ -107,7 +106,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
                 logger.info("ETL: %d/%d files", min(start + chunk_size, len(files)), len(files))
     try:
         if not names:
-            raise ValueError(f"none of the {len(found)} image files under {master} is "
+            raise InputError(f"none of the {len(found)} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
         if len(names) == len(files):       # nothing skipped: the rows file is the output
             os.replace(tmp_rows, images_out)

@@ -1,13 +1,11 @@
 """The result picture: the query on the left, the matches to its right in rank order."""
-from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from lib.artifacts import atomic_path
-
-PathLike = Union[str, Path]
+from lib.errors import PathLike
 
 _CAPTION_H = 44
 _GAP = 8

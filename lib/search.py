@@ -1,21 +1,21 @@
 """The search engine: embeds a query the way the pipeline embedded the collection."""
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from lib.artifacts import ArtifactError, load_npy
+from lib.config import Config, EtlConfig
+from lib.errors import PathLike
 from lib.features import preprocess
-from lib.images import EtlConfig, etl_transform, read_image
-from lib.params import artifact_paths, get_int, section
-from lib.similarity import l2_normalize, top_k
-from lib.vectorizer import Vectorizer, batch_size_from_params, runtime_from_params
-from lib.whitening import Whitening, dim_from_params, load_whitening
+from lib.images import decode_image, etl_transform, read_image
+from lib.similarity import get_cosine_similarity, l2_normalize, top_k
+from lib.vectorizer import Vectorizer
+from lib.whitening import Whitening, load_whitening
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
 Query = Union[str, Path, np.ndarray]
 
 _CHUNK = 65536  # database rows scored per step
@@ -98,36 +98,28 @@ class ImageSearchEngine:
                    query_expansion=query_expansion)
 
     @classmethod
-    def from_params(cls, params: Dict[str, Any], root: PathLike = ".",
-                    with_images: bool = True,
-                    paths: Optional[Dict[str, Path]] = None) -> "ImageSearchEngine":
-        """Loads the engine the way ``params.yaml`` describes: serving and evaluation
-        both come here, so they honour every setting identically.
+    def from_config(cls, config: Config, paths: Mapping[str, Path],
+                    with_images: bool = True) -> "ImageSearchEngine":
+        """Loads the engine the way a configuration describes: serving, warm mode,
+        evaluation and the service all come here, so they honour every setting alike.
 
         Args:
-            params: The parsed ``params.yaml``.
-            root: The folder the artifact paths are relative to.
-            with_images: Also map the landing images (for result pictures).
-            paths: Artifact paths to use instead of those of ``params`` (pinned ones).
+            config: The configuration the artifacts were built with (for ``--rev``,
+                that revision's; see :mod:`lib.pinning`).
+            paths: Local path of each artifact, by ``paths`` key (the pinned ones).
                 Without a ``whitening`` path (a build older than the whitening stage)
-                whitening is off and must be off in ``params``.
+                whitening is off and must be off in ``config``.
+            with_images: Also map the landing images (for result pictures).
         """
-        if paths is None:
-            paths = artifact_paths(params, root=root)
-        whitening_dim = dim_from_params(params) if "whitening" in params else 0
-        if "whitening" not in paths and whitening_dim:
+        if "whitening" not in paths and config.whitening.dim:
             raise ArtifactError("whitening.dim is set but there is no whitening artifact: "
                                 "run dvc repro")
-        serve = params.get("serve") if isinstance(params.get("serve"), dict) else {}
         return cls.load(
-            paths["vectors"], paths["names"], paths["model"],
-            EtlConfig.from_params(section(params, "etl")),
+            paths["vectors"], paths["names"], paths["model"], config.etl,
             images_path=paths["images"] if with_images else None,
-            batch_size=batch_size_from_params(section(params, "modelling")),
-            runtime=runtime_from_params(section(params, "modelling")),
-            whitening_path=paths.get("whitening"), whitening_dim=whitening_dim,
-            query_expansion=(get_int(serve, "query_expansion", 0)
-                             if "query_expansion" in serve else 0))
+            batch_size=config.modelling.batch_size, runtime=config.modelling.runtime,
+            whitening_path=paths.get("whitening"), whitening_dim=config.whitening.dim,
+            query_expansion=config.serve.query_expansion)
 
     def thumbnail(self, name: str) -> np.ndarray:
         """The ETL image (S, S, 3) RGB of a collection image, by name."""
@@ -140,10 +132,24 @@ class ImageSearchEngine:
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
 
+    def read_query(self, query: Union[PathLike, bytes], source: str = "query") -> np.ndarray:
+        """Reads a query file (or its bytes) exactly as the ETL read the collection.
+
+        The decode settings (pixel limit, reduced JPEG decoding) are those of the
+        artifacts that answer, whatever the working tree's ``params.yaml`` says.
+
+        Returns:
+            (H, W, 3) ``uint8`` BGR.
+        """
+        if isinstance(query, bytes):
+            return decode_image(query, self.etl_config.max_pixels, source=source,
+                                min_side=self.etl_config.decode_min_side)
+        return read_image(query, self.etl_config)
+
     def prepare(self, query: Query) -> np.ndarray:
         """The ETL output for a query: a file path, or an OpenCV BGR array."""
         if isinstance(query, (str, Path)):
-            query = read_image(query, self.etl_config)
+            query = self.read_query(query)
         return etl_transform(query, self.etl_config)               # (S, S, 3) RGB
 
     def embed(self, query: Query) -> np.ndarray:
@@ -152,12 +158,16 @@ class ImageSearchEngine:
         return self.vectorizer.transform(preprocess(rgb))[0]       # (D,)
 
     def _cosine(self, query: np.ndarray) -> np.ndarray:
-        """Cosine of a unit query (D',) with every row of the search space: (N,)."""
+        """Cosine of a query (D',) with every row of the search space: (N,).
+
+        The cosine is :func:`lib.similarity.get_cosine_similarity`, given the rows'
+        norms computed once at load.
+        """
         scores = np.empty(len(self), dtype=np.float32)              # (N,)
         for start in range(0, len(self), _CHUNK):
             block = np.asarray(self._index[start:start + _CHUNK], dtype=np.float32)
-            scores[start:start + block.shape[0]] = block @ query    # (C,)
-        scores /= np.maximum(self._norms, 1e-12)
+            scores[start:start + block.shape[0]] = get_cosine_similarity(
+                query, block, y_norms=self._norms[start:start + block.shape[0]])  # (C,)
         return scores
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
@@ -175,12 +185,12 @@ class ImageSearchEngine:
         if self.whitening is not None:
             vector = self.whitening.apply(vector[np.newaxis])[0]   # (D',)
         query = l2_normalize(vector)                               # (D',)
-        scores = self._cosine(query)                               # (N,)
+        scores = self._cosine(vector)                              # (N,)
         if self.query_expansion:
             rows, _ = top_k(scores, self.query_expansion)
             neighbours = np.asarray(self._index[np.sort(rows)], dtype=np.float32)
             expanded = query + l2_normalize(neighbours).sum(axis=0)  # (D',)
-            scores = self._cosine(l2_normalize(expanded))
+            scores = self._cosine(expanded)
         return scores
 
     def search_vector(self, vector: np.ndarray, n: int) -> List[Tuple[float, int]]:

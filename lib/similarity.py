@@ -1,5 +1,5 @@
 """Cosine similarity and top-k ranking in vectorised NumPy."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -20,14 +20,18 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, _EPS)
 
 
-def get_cosine_similarity(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def get_cosine_similarity(x: np.ndarray, y: np.ndarray,
+                          y_norms: Optional[np.ndarray] = None) -> np.ndarray:
     """Cosine similarity of every row of ``x`` with every row of ``y``.
 
-    A zero vector has similarity 0 with everything.
+    A zero vector has similarity 0 with everything. This is the cosine serving ranks
+    by (:class:`lib.search.ImageSearchEngine`).
 
     Args:
         x: (D,) or (M, D).
         y: (D,) or (N, D).
+        y_norms: The L2 norms of ``y``'s rows, (N,) (or () for one vector), when the
+            caller keeps them: ``y`` is then used as it is, not normalised again.
 
     Returns:
         (M, N) for two matrices, (N,) or (M,) for one vector and a matrix, and a 0-d
@@ -42,7 +46,14 @@ def get_cosine_similarity(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         raise ValueError(f"inputs must be 1-D or 2-D, got shapes {x.shape} and {y.shape}")
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"dimension mismatch: {x.shape[-1]} vs {y.shape[-1]}")
-    return l2_normalize(x) @ l2_normalize(y).T
+    if y_norms is None:
+        return l2_normalize(x) @ l2_normalize(y).T
+    y = np.asarray(y, dtype=np.float32)
+    if np.shape(y_norms) != y.shape[:-1]:
+        raise ValueError(f"y_norms has shape {np.shape(y_norms)}, y has {y.shape[:-1]} rows")
+    unit = l2_normalize(x)
+    dots = y @ unit if unit.ndim == 1 else unit @ y.T               # (N,) or (M, N)
+    return dots / np.maximum(y_norms, _EPS)
 
 
 def top_k(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -13,17 +13,15 @@ and search is exactly the unwhitened cosine of the design.
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Optional
 
 import numpy as np
 
 from lib.artifacts import ArtifactError, atomic_path
-from lib.params import get_int
+from lib.errors import ConfigError, PathLike
 from lib.similarity import l2_normalize
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, Path]
 
 _CHUNK = 8192          # rows per step when fitting or applying
 _EIG_FLOOR = 1e-12     # relative floor on eigenvalues (guards against division by ~0)
@@ -79,7 +77,8 @@ def fit_whitening(vectors: np.ndarray, dim: int) -> Whitening:
         so refitting the same vectors gives the same artifact.
 
     Raises:
-        ValueError: Bad shapes or a dimension the data cannot support.
+        ValueError: Bad shapes.
+        ConfigError: A dimension the data cannot support.
     """
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be (N, D), got {vectors.shape}")
@@ -87,7 +86,7 @@ def fit_whitening(vectors: np.ndarray, dim: int) -> Whitening:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"whitening dim must be a positive integer, got {dim!r}")
     if dim > min(width, rows - 1):
-        raise ValueError(f"whitening.dim {dim} is too large: {rows} database vectors of "
+        raise ConfigError(f"whitening.dim {dim} is too large: {rows} database vectors of "
                          f"{width} dimensions support at most {max(min(width, rows - 1), 0)}")
     total = np.zeros(width)                                                  # (D,)
     gram = np.zeros((width, width))                                          # (D, D)
@@ -103,7 +102,7 @@ def fit_whitening(vectors: np.ndarray, dim: int) -> Whitening:
     axes = eigenvectors[:, order]                                            # (D, d)
     floor = _EIG_FLOOR * max(float(eigenvalues.max()), _EIG_FLOOR)
     if values[-1] <= floor:
-        raise ValueError(f"whitening.dim {dim} is too large: the database vectors span "
+        raise ConfigError(f"whitening.dim {dim} is too large: the database vectors span "
                          f"only {int((eigenvalues > floor).sum())} dimensions")
     signs = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(dim)])   # (d,)
     projection = axes * signs / np.sqrt(values)                              # (D, d)
@@ -170,11 +169,3 @@ def load_whitening(path: PathLike, input_dim: int, rows: int,
             or mean.shape != (input_dim,) or projection.shape != (input_dim, dim)):
         raise ArtifactError(f"whitening artifact {path} holds arrays of the wrong form")
     return Whitening(mean, projection)
-
-
-def dim_from_params(params: Dict[str, Any]) -> int:
-    """Reads ``whitening.dim`` (0 = off)."""
-    section = params.get("whitening")
-    if not isinstance(section, dict):
-        raise ValueError("params section 'whitening' is missing or not a mapping")
-    return get_int(section, "dim", 0)

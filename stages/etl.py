@@ -13,8 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.images import EtlConfig
-from lib.params import get_int, load_params, section
+from lib.config import load_config
 from lib.pipeline import run_etl
 
 
@@ -32,11 +31,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params and runs the ETL."""
     args = parse_args(argv)
-    cli.setup_logging()
-    etl = section(load_params(args.params), "etl")
-    run_etl(args.master, args.images, args.names, args.report,
-            config=EtlConfig.from_params(etl), workers=get_int(etl, "workers"),
-            chunk_size=get_int(etl, "chunk_size"))
+    cli.setup_logging(args.verbose)
+    run_etl(args.master, args.images, args.names, args.report, load_config(args.params).etl)
     return 0
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.evaluation import evaluate_engine, read_query_set, write_results
-from lib.params import load_params
+from lib.config import load_config
 from lib.search import ImageSearchEngine
 
 
@@ -38,10 +38,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine as serving does, ranks every query, writes the metrics."""
     args = parse_args(argv)
-    cli.setup_logging()
+    cli.setup_logging(args.verbose)
+    config = load_config(args.params)
     queries = read_query_set(args.queries)
-    engine = ImageSearchEngine.from_params(load_params(args.params), root=args.params.parent,
-                                           with_images=False)
+    # DVC runs this stage on the artifacts it has just built: the workspace's own.
+    paths = config.paths.resolve(args.params.parent)
+    engine = ImageSearchEngine.from_config(config, paths, with_images=False)
     metrics, curve = evaluate_engine(engine, queries)
     write_results(metrics, curve, args.metrics, args.curve)
     print(" ".join(f"{key}={metrics[key]:.4f}" for key in ("mAP", "P@1", "P@5", "P@10", "R@10")))

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.features import run_feature_engineering
-from lib.params import get_int, load_params, section
+from lib.config import load_config
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -29,9 +29,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params and runs feature engineering."""
     args = parse_args(argv)
-    cli.setup_logging()
-    params = section(load_params(args.params), "feature_engineering")
-    run_feature_engineering(args.images, args.features, chunk_size=get_int(params, "chunk_size"))
+    cli.setup_logging(args.verbose)
+    config = load_config(args.params).feature_engineering
+    run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size)
     return 0
 
 

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.params import get_int, load_params, section
-from lib.vectorizer import (ResNet50Helper, Vectorizer, batch_size_from_params,
-                            run_embedding, runtime_from_params)
+from lib.config import load_config
+from lib.resnet import ResNet50Helper
+from lib.vectorizer import Vectorizer, run_embedding
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -34,17 +34,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params, saves the model, embeds the feature store."""
     args = parse_args(argv)
-    cli.setup_logging()
-    params = load_params(args.params)
-    modelling = section(params, "modelling")
-    image_size = get_int(section(params, "etl"), "image_size", 8)
-    helper = ResNet50Helper.from_params(modelling, image_size=image_size)
-    batch_size = batch_size_from_params(modelling)
-    Vectorizer(helper.build(), batch_size=batch_size).save(args.model)
-    vectorizer = Vectorizer.load(args.model, batch_size=batch_size,
-                                 runtime=runtime_from_params(modelling))
-    run_embedding(args.features, args.vectors, vectorizer,
-                  chunk_size=get_int(modelling, "chunk_size"))
+    cli.setup_logging(args.verbose)
+    config = load_config(args.params)
+    modelling = config.modelling
+    helper = ResNet50Helper.from_config(modelling, config.etl)
+    Vectorizer(helper.build(), batch_size=modelling.batch_size).save(args.model)
+    vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
+                                 runtime=modelling.runtime)
+    run_embedding(args.features, args.vectors, vectorizer, chunk_size=modelling.chunk_size)
     return 0
 
 

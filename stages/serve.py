@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.images import EtlConfig, read_image
-from lib.params import get_int, load_params, section
+from lib.config import load_config
+from lib.errors import UserError, one_line
+from lib.images import read_file
 from lib.pinning import pin
 from lib.render import render_results
 from lib.search import ImageSearchEngine
@@ -96,10 +97,10 @@ def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> in
         picture = None if output is None else output.with_name(
             f"{output.stem}-{count}{output.suffix}")
         try:
-            answer(engine, Path(text), read_image(Path(text), engine.etl_config), n, picture)
-        except cli.USER_ERRORS as err:
+            answer(engine, Path(text), engine.read_query(Path(text)), n, picture)
+        except UserError as err:
             failed += 1
-            print(f"error: {' '.join(str(err).split()) or type(err).__name__}")
+            print(f"error: {one_line(err)}")
         print(flush=True)
     return 1 if failed else 0
 
@@ -107,21 +108,21 @@ def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> in
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine once, then answers the query (or every query from stdin)."""
     args = parse_args(argv)
-    cli.setup_logging()
-    params = load_params(args.params)
-    serve = section(params, "serve")
-    n = args.n if args.n is not None else get_int(serve, "top_n")
-    query_bgr = None
-    if args.query != STDIN:                              # a bad query fails fast
-        query_bgr = read_image(args.query, EtlConfig.from_params(section(params, "etl")))
-    pinned = pin(args.params.parent, params, rev=args.rev, verify=not args.no_verify)
-    # A revision's own params with --rev: its whitening and query expansion too.
-    engine = ImageSearchEngine.from_params(pinned.params, paths=pinned.paths)
+    cli.setup_logging(args.verbose)
+    config = load_config(args.params)
+    n = args.n if args.n is not None else config.serve.top_n
+    query = None
+    if args.query != STDIN:                              # a missing query fails fast
+        query = read_file(args.query)
+    pinned = pin(args.params.parent, config, rev=args.rev, verify=not args.no_verify)
+    # The configuration the artifacts were built with (a revision's own with --rev):
+    # the query is decoded, transformed, whitened and expanded as they were.
+    engine = ImageSearchEngine.from_config(pinned.config, pinned.paths)
     print(pinned.version.describe(), flush=True)
-    if query_bgr is None:
+    if query is None:
         return serve_stdin(engine, n, args.output)
-    output = args.output if args.output is not None else Path(serve["output"])
-    answer(engine, args.query, query_bgr, n, output)
+    output = args.output if args.output is not None else Path(config.serve.output)
+    answer(engine, args.query, engine.read_query(query, source=str(args.query)), n, output)
     return 0
 
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.artifacts import load_npy
-from lib.params import load_params
-from lib.whitening import dim_from_params, fit_whitening, save_whitening
+from lib.config import load_config
+from lib.whitening import fit_whitening, save_whitening
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params, fits (or switches off) the whitening, saves it."""
     args = parse_args(argv)
-    cli.setup_logging()
-    dim = dim_from_params(load_params(args.params))
+    cli.setup_logging(args.verbose)
+    dim = load_config(args.params).whitening.dim
     vectors = load_npy(args.vectors, dtype=np.float32, ndim=2, mmap=True)
     whitening = fit_whitening(vectors, dim) if dim else None
     save_whitening(args.whitening, whitening, input_dim=vectors.shape[1],

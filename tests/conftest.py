@@ -3,7 +3,9 @@ import os
 
 import pytest
 
-from lib.vectorizer import CACHE_ENV, ResNet50Helper, Vectorizer
+from lib.resnet import ResNet50Helper
+from lib.runtime import CACHE_ENV
+from lib.vectorizer import Vectorizer
 from tests import query_project as builder
 from tests.helpers import WEIGHTS
 

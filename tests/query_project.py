@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Tuple
 
-from lib.images import EtlConfig
+from lib.config import EtlConfig
 from lib.search import ImageSearchEngine
 from tests.badfiles import exif_rotated_jpeg, photo_bgr
 from tests.helpers import DATASET, make_project, pick_per_class, repro

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lib.artifacts import ArtifactError, atomic_path, load_npy, open_npy_writer, save_npy
-from lib.images import EtlConfig
+from lib.config import EtlConfig
 from lib.pipeline import run_etl
 
 
@@ -35,7 +35,7 @@ def master_fixture(tmp_path):
 def test_etl_names_rows_aligned_sorted_and_bad_files_counted(master, tmp_path):
     out = tmp_path / "landing"
     report = run_etl(master, out / "rgb.npy", out / "names.npy", out / "report.json",
-                     EtlConfig(), workers=2, chunk_size=2)
+                     EtlConfig(workers=2, chunk_size=2))
     names = load_npy(out / "names.npy", kind="U", ndim=1)
     images = np.load(out / "rgb.npy", allow_pickle=False)
     assert names.tolist() == ["a/red.jpg", "b/blue.png", "c/d/white.webp", "green.bmp",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lib.images import EtlConfig, ImageReadError, apply_orientation, decode_image, \
+from lib.config import EtlConfig
+from lib.images import ImageReadError, apply_orientation, decode_image, \
     etl_transform, header_sizes, read_image_bgr
 from tests.badfiles import EXIF_ORIENTATION, encode, hdr_with_size, pillow_bytes
 from tests.helpers import REPO_ROOT

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.images import EtlConfig
+from lib.config import EtlConfig
 from lib.search import ImageSearchEngine
 from tests.helpers import DATASET, make_project, pick_per_class, repro, run
 

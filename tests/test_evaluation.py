@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from lib.features import preprocess
-from lib.images import EtlConfig, load_image
+from lib.config import EtlConfig
+from lib.images import load_image
 from lib.metrics import evaluate
 from lib.vectorizer import Vectorizer
 from tests.helpers import QUERY_SET, make_project, pick_per_class, repro, run, set_params

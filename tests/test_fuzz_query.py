@@ -25,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.images import EtlConfig, ImageReadError, decode_image, etl_transform
+from lib.config import EtlConfig
+from lib.images import ImageReadError, decode_image, etl_transform
 from tests.badfiles import encode, exif_rotated_jpeg, photo_bgr, pillow_bytes, rgb_pil
 from tests.helpers import run
 from tests.query_project import COLLECTION

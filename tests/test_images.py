@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.images import EtlConfig, ImageReadError, etl_transform, list_images, load_image, \
+from lib.config import EtlConfig
+from lib.images import ImageReadError, etl_transform, list_images, load_image, \
     read_image_bgr
 
 CONFIG = EtlConfig()
@@ -99,13 +100,3 @@ def test_list_images_is_recursive_sorted_and_filtered(tmp_path):
     assert names == ["a.PNG", "b/a.webp", "b/z.jpg"]
     with pytest.raises(ValueError, match="does not exist"):
         list_images(tmp_path / "nope")
-
-
-def test_config_from_params_validates():
-    params = {"image_size": 224, "resize_mode": "stretch", "interpolation": "area",
-              "max_pixels": 10}
-    assert EtlConfig.from_params(params).resize_mode == "stretch"
-    with pytest.raises(ValueError, match="resize_mode"):
-        EtlConfig.from_params({**params, "resize_mode": "squash"})
-    with pytest.raises(TypeError, match="image_size"):
-        EtlConfig.from_params({**params, "image_size": "224"})

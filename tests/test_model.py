@@ -4,9 +4,11 @@ import pytest
 
 from lib.artifacts import ArtifactError
 from lib.features import preprocess
-from lib.images import EtlConfig, load_image
+from lib.config import EtlConfig
+from lib.images import load_image
 from lib.search import ImageSearchEngine
-from lib.vectorizer import ResNet50Helper, Vectorizer
+from lib.resnet import ResNet50Helper
+from lib.vectorizer import Vectorizer
 from tests.helpers import DATASET, pick_per_class
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lib.config import Config
 from lib.pinning import PinningError, pin_revision, unverified, verify_workspace
 from tests.helpers import run, set_params
 
@@ -30,19 +31,24 @@ PARAMS = {
     "paths": {"master": "source.txt", "images": "out/images.npy", "names": "out/names.npy",
               "etl_report": "out/report.json", "features": "out/images.npy",
               "vectors": "out/vectors.npy", "model": "out/model"},
-    "etl": {"scale": 1.5},
+    "etl": {"image_size": 15},
 }
 DVC_YAML = {"stages": {"build": {
-    "cmd": "python build.py ${etl.scale}",
+    "cmd": "python build.py ${etl.image_size}",
     "deps": ["source.txt", "build.py"],
     "params": ["etl"],
     "outs": ["out/names.npy", "out/vectors.npy", "out/images.npy", "out/model"],
 }}}
 
 
-def params_of(project: Path) -> dict:
-    """The project's params.yaml."""
-    return yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+def config_of(params: dict) -> Config:
+    """The configuration of a params mapping (the tiny project has only two sections)."""
+    return Config.from_dict(params, missing_sections=True)
+
+
+def params_of(project: Path) -> Config:
+    """The configuration of the project's params.yaml."""
+    return config_of(yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="module", name="template")
@@ -101,7 +107,7 @@ def test_a_clean_workspace_verifies_and_names_its_version(project):
      "out/model (model) is not the version recorded in dvc.lock"),
     (lambda p: (p / "out/images.npy").unlink(),
      "out/images.npy (images) is missing from the workspace: run `dvc pull`"),
-    (lambda p: set_params(p, {"etl.scale": 2.0}),
+    (lambda p: set_params(p, {"etl.image_size": 20}),
      "the artifacts are stale: params.yaml etl modified since stage 'build' ran: run "
      "`dvc repro`"),
     (lambda p: (p / "source.txt").write_text("a.jpg"),
@@ -126,15 +132,15 @@ def test_the_fix_the_message_names_works(project):
 
 
 def test_paths_outside_the_pipeline_cannot_be_pinned(project):
-    params = params_of(project)
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
     params["paths"]["vectors"] = "elsewhere/vectors.npy"
     with pytest.raises(PinningError, match="not an output of any stage"):
-        verify_workspace(project, params)
+        verify_workspace(project, config_of(params))
 
 
 def test_a_folder_that_is_no_dvc_repository_is_refused(tmp_path):
     with pytest.raises(PinningError, match="is not a DVC repository"):
-        verify_workspace(tmp_path, PARAMS)
+        verify_workspace(tmp_path, config_of(PARAMS))
 
 
 def test_unverified_reads_the_recorded_hash_without_checking(project):
@@ -148,7 +154,7 @@ def test_a_revision_is_fetched_from_the_remote_and_reused(project, tmp_path):
     v1_vectors = np.load(project / "out/vectors.npy")
     v1_md5 = recorded_md5(project, "out/vectors.npy")
     (project / "source.txt").write_text("a.jpg b.jpg c.jpg d.jpg", encoding="utf-8")
-    set_params(project, {"etl.scale": 4.0})
+    set_params(project, {"etl.image_size": 40})
     run(["dvc", "repro", "-q"], project)
     run(["git", "commit", "-q", "-am", "v2"], project)
     shutil.rmtree(project / ".dvc/cache")              # v1 exists only in the remote now
@@ -157,10 +163,10 @@ def test_a_revision_is_fetched_from_the_remote_and_reused(project, tmp_path):
     pinned = pin_revision(project, "v1", cache_dir=cache)
     np.testing.assert_array_equal(np.load(pinned.paths["vectors"]), v1_vectors)
     assert pinned.paths["vectors"] == cache / v1_md5 / "vectors.npy"
-    assert pinned.params["etl"] == {"scale": 1.5}      # the revision's params
+    assert pinned.config.etl.image_size == 15          # the revision's params
     v1_commit = run(["git", "rev-parse", "v1"], project).stdout.strip()
     assert pinned.version.describe() == f"version: git {v1_commit[:12]} (v1), vectors md5 {v1_md5}"
-    assert np.load(project / "out/vectors.npy")[0, 0] == 4.0   # workspace untouched
+    assert np.load(project / "out/vectors.npy")[0, 0] == 40.0  # workspace untouched
 
     # A second call reuses the fetched copy, and re-hashes it: a tampered copy is refused.
     assert pin_revision(project, "v1", cache_dir=cache).paths == pinned.paths

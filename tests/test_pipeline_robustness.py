@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lib.artifacts import ArtifactError, save_npy
-from lib.images import EtlConfig
+from lib.config import EtlConfig
 from lib.pipeline import run_etl
 from lib.search import ImageSearchEngine
 from tests.badfiles import bad_files, photo_bgr
@@ -53,7 +53,7 @@ def test_etl_skips_every_kind_of_bad_file_among_thousands(tmp_path):
     (master / "copy of img0000.png").write_bytes((master / "part0/img0000.png").read_bytes())
     out = tmp_path / "landing"
     report = run_etl(master, out / "rgb.npy", out / "names.npy", out / "report.json",
-                     EtlConfig(image_size=16), workers=2, chunk_size=300)
+                     EtlConfig(image_size=16, workers=2, chunk_size=300))
     reasons = {item["name"]: item["reason"] for item in report["skipped"]}
     assert set(reasons) == {f"bad/{name}" for name in BAD_NAMES | {"dangling.jpg",
                                                                   "pipe.jpg"}} | {"caf\\xe9.jpg"}

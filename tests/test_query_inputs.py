@@ -18,7 +18,7 @@ import yaml
 from PIL import Image, ImageOps
 
 from lib.artifacts import ArtifactError
-from lib.images import EtlConfig
+from lib.config import EtlConfig
 from lib.search import ImageSearchEngine
 from lib.similarity import l2_normalize
 from lib.vectorizer import Vectorizer

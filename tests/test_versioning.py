@@ -219,3 +219,19 @@ def test_rev_errors_are_one_line(origin, capsys):
     status, _, err = serve(project, QUERIES[0], capsys, "--rev", "HEAD")
     assert status == cli.EXIT_USER_ERROR and "cannot fetch" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_rev_decodes_the_query_with_the_revisions_etl_settings(origin, capsys):
+    project = clone(origin["path"], "decode-rule")
+    query = QUERIES[0]
+    status, v1_lines, err = serve(project, query, capsys)
+    assert status == 0, err
+    # The working tree's etl settings change: a pixel limit the query exceeds, and full
+    # decoding. The revision's artifacts answer, so the revision's settings decode.
+    set_params(project, {"etl.max_pixels": 1000, "etl.reduced_decode": False})
+    status, lines, err = serve(project, query, capsys, "--rev", "v1")
+    assert status == 0, err
+    assert lines[1:] == v1_lines[1:]
+    # The workspace itself is now stale, and says so.
+    status, _, err = serve(project, query, capsys)
+    assert status == cli.EXIT_USER_ERROR and "params.yaml etl modified" in err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lib.artifacts import ArtifactError
-from lib.images import EtlConfig
+from lib.config import EtlConfig
 from lib.search import ImageSearchEngine
 from lib.similarity import l2_normalize
 from lib.vectorizer import Vectorizer

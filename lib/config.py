@@ -1,0 +1,289 @@
+"""The whole configuration: every setting of ``params.yaml`` in one place.
+
+``params.yaml`` is parsed and validated once, by :func:`load_config`, into frozen
+dataclasses, one per section. Each setting's type, allowed values and default are
+declared here and nowhere else; stages, serving, evaluation and pinning take these
+objects, never the raw mapping. A bad file is one :class:`~lib.errors.ConfigError`
+line naming the key, the value and what is allowed. Unknown keys are errors.
+"""
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+import yaml
+
+from lib import DEFAULT_MAX_PIXELS
+from lib.errors import ConfigError, PathLike
+
+RESIZE_MODES = ("stretch", "crop", "pad")
+INTERPOLATION_NAMES = ("area", "linear", "cubic")
+POOLINGS = ("avg", "max", "gem")
+RUNTIMES = ("auto", "openvino", "tensorflow")
+
+_T = TypeVar("_T", bound="Section")
+
+
+def setting(default: Any, kind: type, *, minimum: Optional[float] = None,
+            choices: Optional[Tuple[str, ...]] = None, optional: bool = False) -> Any:
+    """Declares one setting: its default, type, lower bound or allowed values."""
+    return dataclasses.field(default=default, metadata={  # pylint: disable=invalid-field-call
+        "kind": kind, "minimum": minimum, "choices": choices, "optional": optional})
+
+
+def _allowed(meta: Mapping[str, Any]) -> str:
+    """What a setting accepts, for error messages."""
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    kind = {int: "an integer", float: "a number", bool: "true or false",
+            str: "a non-empty text"}[meta["kind"]]
+    if meta["minimum"] is not None:
+        kind += f" >= {meta['minimum']}"
+    return kind + (" or null" if meta["optional"] else "")
+
+
+def _valid(value: Any, meta: Mapping[str, Any]) -> bool:  # pylint: disable=too-many-return-statements
+    """Whether ``value`` is acceptable for a setting."""
+    kind = meta["kind"]
+    if value is None:
+        return bool(meta["optional"])
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is int and not isinstance(value, int):
+        return False
+    if kind is float and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+        return False
+    if kind is str and (not isinstance(value, str) or not value.strip()):
+        return False
+    if meta["choices"] and value not in meta["choices"]:
+        return False
+    return meta["minimum"] is None or value >= meta["minimum"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """Base of every section: validates its settings when constructed."""
+
+    SECTION = ""
+
+    def __post_init__(self):
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if not _valid(value, item.metadata):
+                raise ConfigError(f"{self.SECTION}.{item.name}: {value!r} is not allowed: "
+                                  f"expected {_allowed(item.metadata)}")
+            if item.metadata["kind"] is float and value is not None:
+                object.__setattr__(self, item.name, float(value))
+
+    @classmethod
+    def from_mapping(cls: Type[_T], values: Any) -> _T:
+        """Builds the section from its ``params.yaml`` mapping; absent keys keep defaults.
+
+        Raises:
+            ConfigError: Not a mapping, an unknown key, or a value not allowed.
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {cls.SECTION!r} must be a mapping of settings, got "
+                              f"{values!r}")
+        known = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(str(key) for key in values if key not in known)
+        if unknown:
+            raise ConfigError(f"{cls.SECTION}.{unknown[0]}: unknown setting; "
+                              f"{cls.SECTION} has {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings as a plain mapping (as they would stand in ``params.yaml``)."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
+    """Artifact locations, relative to the repository root; ``dvc.yaml`` interpolates them."""
+
+    SECTION = "paths"
+    master: str = setting("data/master", str)
+    images: str = setting("data/landing/resized_rgb.npy", str)
+    names: str = setting("data/landing/image_names.npy", str)
+    etl_report: str = setting("data/landing/etl_report.json", str)
+    features: str = setting("data/feature_store/feature_engineered.npy", str)
+    vectors: str = setting("data/model/embedded_image_vectors.npy", str)
+    model: str = setting("data/model/vectorizer_model", str)
+    whitening: str = setting("data/model/whitening.npz", str)
+    queries: str = setting("data/queries", str)
+    query_labels: str = setting("data/queries/labels.csv", str)
+    metrics: str = setting("metrics/evaluation.json", str)
+    pr_curve: str = setting("metrics/pr_curve.csv", str)
+
+    def resolve(self, root: PathLike = ".") -> Dict[str, Path]:
+        """Every path, by key, joined to ``root``."""
+        return {key: Path(root) / value for key, value in self.to_dict().items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class EtlConfig(Section):
+    """How every image, collection or query, is read and becomes a square RGB array.
+
+    Attributes:
+        image_size: Side of the square output (224 for ResNet50).
+        resize_mode: ``stretch`` (the design default), ``crop`` (centre crop of the
+            shorter side) or ``pad`` (pad to square with black).
+        interpolation: OpenCV interpolation name: ``area``, ``linear`` or ``cubic``.
+        max_pixels: Largest width x height accepted (decompression-bomb guard).
+        reduced_decode: Decode large JPEGs at 1/2, 1/4 or 1/8 scale (several times
+            faster) when the result keeps at least twice ``image_size`` pixels on its
+            shorter side, so the final resize is within a few grey levels of a full
+            decode.
+        workers: Decoding threads of the ETL stage.
+        chunk_size: Files the ETL stage decodes per chunk.
+    """
+
+    SECTION = "etl"
+    image_size: int = setting(224, int, minimum=8)
+    resize_mode: str = setting("stretch", str, choices=RESIZE_MODES)
+    interpolation: str = setting("area", str, choices=INTERPOLATION_NAMES)
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, int, minimum=1)
+    reduced_decode: bool = setting(True, bool)
+    workers: int = setting(4, int, minimum=1)
+    chunk_size: int = setting(256, int, minimum=1)
+
+    @property
+    def decode_min_side(self) -> int:
+        """Shorter side a reduced JPEG decode must keep (0: always decode in full)."""
+        return 2 * self.image_size if self.reduced_decode else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureEngineeringConfig(Section):
+    """The feature-engineering stage: ResNet50 ``preprocess_input``, chunk by chunk."""
+
+    SECTION = "feature_engineering"
+    chunk_size: int = setting(128, int, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModellingConfig(Section):
+    """The vectorizer model and how it embeds.
+
+    Attributes:
+        weights: ``imagenet`` (Keras downloads them) or the path of a local no-top
+            ResNet50 ``.h5`` weights file.
+        pooling: ``avg`` (ResNet50 ``avg_pool``, the design), ``max`` or ``gem``.
+        gem_p: GeM exponent (``pooling: gem`` only).
+        batch_size: Images per forward pass.
+        chunk_size: Images read from the feature store per step.
+        runtime: ``auto`` (TensorFlow on a GPU, else OpenVINO when installed, else
+            TensorFlow), ``openvino`` or ``tensorflow``.
+    """
+
+    SECTION = "modelling"
+    weights: str = setting("imagenet", str)
+    pooling: str = setting("avg", str, choices=POOLINGS)
+    gem_p: float = setting(3.0, float, minimum=1.0)
+    batch_size: int = setting(32, int, minimum=1)
+    chunk_size: int = setting(256, int, minimum=1)
+    runtime: str = setting("auto", str, choices=RUNTIMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class WhiteningConfig(Section):
+    """PCA whitening fitted on the collection: output dimension, 0 = off."""
+
+    SECTION = "whitening"
+    dim: int = setting(0, int, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig(Section):
+    """Serving defaults: result count, picture, query expansion (0 = off)."""
+
+    SECTION = "serve"
+    top_n: int = setting(5, int, minimum=1)
+    output: str = setting("result.png", str)
+    query_expansion: int = setting(0, int, minimum=0)
+
+
+SECTIONS: Dict[str, Type[Section]] = {
+    "paths": PathsConfig, "etl": EtlConfig, "feature_engineering": FeatureEngineeringConfig,
+    "modelling": ModellingConfig, "whitening": WhiteningConfig, "serve": ServeConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole ``params.yaml``, validated."""
+
+    paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
+    etl: EtlConfig = dataclasses.field(default_factory=EtlConfig)
+    feature_engineering: FeatureEngineeringConfig = dataclasses.field(
+        default_factory=FeatureEngineeringConfig)
+    modelling: ModellingConfig = dataclasses.field(default_factory=ModellingConfig)
+    whitening: WhiteningConfig = dataclasses.field(default_factory=WhiteningConfig)
+    serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "params.yaml",
+                  missing_sections: bool = False) -> "Config":
+        """Validates a parsed ``params.yaml``.
+
+        Args:
+            data: The parsed YAML.
+            source: Names the file in error messages.
+            missing_sections: Give absent sections their defaults (a revision built
+                before a section existed); otherwise an absent section is an error.
+
+        Raises:
+            ConfigError: One line: ``source: section.key: what is wrong``.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: must hold a mapping of sections, got {data!r}")
+        unknown = sorted(str(key) for key in data if key not in SECTIONS)
+        if unknown:
+            raise ConfigError(f"{source}: unknown section {unknown[0]!r}; the sections are "
+                              f"{', '.join(SECTIONS)}")
+        values = {}
+        for name, section in SECTIONS.items():
+            if name not in data:
+                if not missing_sections:
+                    raise ConfigError(f"{source}: section {name!r} is missing")
+                values[name] = section()
+                continue
+            try:
+                values[name] = section.from_mapping(data[name])
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        """The configuration as a plain ``params.yaml`` mapping."""
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+
+def parse_yaml(text: str, source: str = "params.yaml") -> Any:
+    """Parses YAML text, as a one-line :class:`ConfigError` if it is not valid YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(err, "problem", None) or "invalid syntax"
+        raise ConfigError(f"{source}: not valid YAML{at}: {problem}") from None
+
+
+def load_config(path: PathLike = "params.yaml") -> Config:
+    """Reads and validates a params file.
+
+    Raises:
+        ConfigError: Missing, unreadable, not YAML, or not a valid configuration.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found (run from the project root, or "
+                          "pass --params)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"params file {path} cannot be read: {err}") from None
+    return Config.from_dict(parse_yaml(text, str(path)), source=str(path))
