@@ -22,6 +22,7 @@ from PIL import Image
 from lib import DEFAULT_MAX_PIXELS
 from lib.config import EtlConfig
 from lib.errors import InputError, PathLike
+from lib.files import Skipped, scan_collection
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +59,31 @@ class ImageReadError(InputError):
 def list_images(root: PathLike) -> List[Path]:
     """Finds image files under ``root`` recursively, in sorted order of relative path.
 
-    Hidden files and folders (names starting with ``.``) are left out. Anything else
-    with an image extension is listed, even a broken link or a special file, so the
-    ETL reports it instead of silently ignoring it.
+    Only regular files are listed (the policy of :mod:`lib.files`): hidden entries,
+    symbolic links and special files are left out; :func:`scan_images` also says why.
 
     Raises:
         InputError: ``root`` is missing or not a directory.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"image folder {root} does not exist or is not a directory")
-    found = [p for p in root.rglob("*")
-             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return scan_images(root)[0]
+
+
+def scan_images(root: PathLike) -> Tuple[List[Path], List[Skipped]]:
+    """The image files under ``root`` and the entries skipped by policy, with reasons.
+
+    See :func:`lib.files.scan_collection`: symbolic links are never followed, FIFOs,
+    sockets and devices are never opened; each one is returned with a one-line reason.
+    """
+    return scan_collection(root, IMAGE_EXTENSIONS)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file read: ``max_pixels`` of uncompressed 16-bit RGBA, plus 16 MiB.
+
+    A larger file cannot hold an image within the pixel limit except as padding, so it
+    is refused from its size, before a byte is read into memory.
+    """
+    return max_pixels * 8 + (16 << 20)
 
 
 class _PillowHeader(NamedTuple):
@@ -282,15 +294,20 @@ def read_image_bgr(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         ImageReadError: The path is missing, a directory, empty or not an image.
     """
-    return decode_image(read_file(path), max_pixels, source=str(path), min_side=min_side)
+    return decode_image(read_file(path, max_file_bytes(max_pixels)), max_pixels,
+                        source=str(path), min_side=min_side)
 
 
-def read_file(path: PathLike) -> bytes:
+def read_file(path: PathLike, max_bytes: Optional[int] = None) -> bytes:
     """The bytes of an image file, as one-line errors for the usual mistakes.
 
+    Args:
+        path: The file.
+        max_bytes: Refuse a larger file from its size, before reading it (None: any).
+
     Raises:
-        ImageReadError: The path is missing, a broken link, not a regular file, or
-            unreadable.
+        ImageReadError: The path is missing, a broken link, not a regular file (a
+            FIFO is never opened), larger than ``max_bytes``, or unreadable.
     """
     path = Path(path)
     if not path.exists():
@@ -298,9 +315,19 @@ def read_file(path: PathLike) -> bytes:
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise ImageReadError(f"{path}: file of {size} bytes exceeds the limit of "
+                                     f"{max_bytes} bytes for images of up to etl.max_pixels "
+                                     "pixels")
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror})") from err
+    if max_bytes is not None and len(data) > max_bytes:           # it grew while read
+        raise ImageReadError(f"{path}: file exceeds the limit of {max_bytes} bytes for "
+                             "images of up to etl.max_pixels pixels")
+    return data
 
 
 def _to_square(rgb: np.ndarray, config: EtlConfig) -> np.ndarray:

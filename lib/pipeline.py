@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Tuple
 import cv2
 import numpy as np
 
-from lib.artifacts import NpyRowReader, open_npy_writer, save_json, save_npy
+from lib.artifacts import NpyRowReader, clean_leftovers, open_npy_writer, save_json, save_npy
 from lib.config import EtlConfig
-from lib.errors import InputError, PathLike
-from lib.images import ImageReadError, list_images, load_image
+from lib.errors import InputError, PathLike, printable
+from lib.images import ImageReadError, load_image, scan_images
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
     """Reads every image under ``master`` and writes the resized RGB array and names.
 
     Unreadable files are logged, skipped and listed with their reason in the report;
-    one bad file never stops the stage.
+    one bad file never stops the stage. So are the entries the special-files policy
+    leaves out (:mod:`lib.files`: symbolic links, FIFOs, sockets, devices). Names are
+    kept raw in the artifacts; the log shows them escaped (:func:`printable`).
 
     Args:
         master: Folder of photos, searched recursively.
@@ -75,22 +77,29 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         InputError: ``master`` is missing, or holds no readable image.
     """
     master = Path(master)
-    found = list_images(master)
+    found, refused = scan_images(master)
     workers, chunk_size = config.workers, config.chunk_size
     if not found:
-        raise InputError(f"no image files found under {master}")
+        raise InputError(f"no image files found under {master}"
+                         + (f"; skipped: {refused[0].reason}" if refused else ""))
     side = config.image_size
     names: List[str] = []
     skipped: List[Dict[str, str]] = []
+    for entry in refused:
+        logger.warning("skipping %s", printable(entry.reason))
+        skipped.append({"name": _name_of(entry.path, master)[0], "reason": entry.reason})
     files = []
     for path in found:
         name, problem = _name_of(path, master)
         if problem:
-            logger.warning("skipping %s", problem)
+            logger.warning("skipping %s", printable(problem))
             skipped.append({"name": name, "reason": problem})
         else:
             files.append(path)
-    tmp_rows = Path(images_out).with_name(Path(images_out).name + ".rows.npy")
+    # Named like lib.artifacts.atomic_path's temporaries, so that the next run of the
+    # stage removes it if this one is killed (lib.artifacts.clean_leftovers).
+    tmp_rows = Path(images_out).with_name(f".{Path(images_out).name}.rows.tmp.npy")
+    clean_leftovers(tmp_rows)
     with open_npy_writer(tmp_rows, (len(files), side, side, 3), np.uint8) as rows:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(files), chunk_size):
@@ -98,7 +107,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
                 for path, result in pool.map(lambda p: _load_one(p, config), chunk):
                     name = path.relative_to(master).as_posix()
                     if isinstance(result, str):
-                        logger.warning("skipping %s", result)
+                        logger.warning("skipping %s", printable(result))
                         skipped.append({"name": name, "reason": result})
                         continue
                     rows[len(names)] = result                      # (S, S, 3) RGB
@@ -120,7 +129,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         tmp_rows.unlink(missing_ok=True)
     save_npy(names_out, np.array(names, dtype=np.str_))
     skipped.sort(key=lambda item: item["name"])
-    report = {"files_found": len(found), "images_kept": len(names),
+    report = {"files_found": len(found) + len(refused), "images_kept": len(names),
               "files_skipped": len(skipped), "skipped": skipped}
     save_json(report_out, report)
     logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))

@@ -5,11 +5,15 @@ design's ``avg_pool``, or max / GeM pooling as options); :func:`load_keras_model
 loads the saved artifact with Keras safe mode. Keras is imported lazily: importing
 ``lib`` never starts TensorFlow.
 """
+import re
 from pathlib import Path
+from typing import Optional
 
 from lib.artifacts import ArtifactError
 from lib.config import EtlConfig, ModellingConfig
 from lib.errors import ConfigError, one_line
+
+_REASON_CHARS = 300      # longest reason quoted from Keras
 
 
 def _keras():
@@ -111,21 +115,38 @@ class ResNet50Helper:
         return keras.Model(backbone.input, pooled, name="resnet50_vectorizer")  # (N, 2048)
 
 
-def load_keras_model(path: Path):
+def load_keras_model(path: Path, shown_as: Optional[Path] = None):
     """Loads a saved ``.keras`` vectorizer with Keras safe mode (no code from the file).
+
+    Args:
+        path: The ``.keras`` file.
+        shown_as: The path to name in errors (when ``path`` is a private copy).
 
     Raises:
         ArtifactError: Unreadable, or not an (N, S, S, 3) -> (N, D) model.
     """
     keras = _keras()
+    shown = shown_as if shown_as is not None else path
     _gem_layer_class()  # registered before loading so GeM models deserialise safely
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # pylint: disable=broad-exception-caught
         # Keras raises many types for a bad archive; all mean the artifact is unusable.
-        raise ArtifactError(f"vectorizer model {path} cannot be loaded: {one_line(err)}") from err
+        raise ArtifactError(f"vectorizer model {shown} cannot be loaded: "
+                            f"{_short_reason(err)}") from err
     in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
     if len(in_shape) != 4 or in_shape[3] != 3 or len(out_shape) != 2:
-        raise ArtifactError(f"vectorizer model {path} maps {in_shape} to {out_shape}, "
+        raise ArtifactError(f"vectorizer model {shown} maps {in_shape} to {out_shape}, "
                             "expected (N, S, S, 3) to (N, D)")
     return model
+
+
+def _short_reason(err: Exception) -> str:
+    """Keras's reason in a few words: its messages run to a thousand characters."""
+    text = one_line(err)
+    if "safe_mode" in text or "unsafe_deserialization" in text:
+        found = re.search(r"deserialization of a `?(\w+)`? layer", text)
+        layer = f"a {found.group(1)} layer" if found else "Python code"
+        return (f"it holds {layer} (code that safe mode refuses to run): rebuild it with "
+                "`dvc repro` rather than loading code from the file")
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."

@@ -6,12 +6,14 @@ each query with :meth:`Vectorizer.transform`. Both go through the same
 :func:`lib.runtime.choose_runtime` picks.
 """
 import logging
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from lib.artifacts import ArtifactError, NpyRowReader, atomic_path, open_npy_writer
+from lib.convcache import sha256_hex
 from lib.errors import PathLike
 from lib.resnet import load_keras_model
 from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
@@ -28,18 +30,18 @@ class Vectorizer:
         model: A Keras model mapping (N, S, S, 3) ``float32`` to (N, D).
         batch_size: Images per forward pass.
         runtime: ``auto``, ``openvino`` or ``tensorflow`` (see :func:`choose_runtime`).
-        source: The saved ``model.keras`` the model was loaded from, if any (keys the
-            cache of its OpenVINO conversion).
+        source_sha256: SHA-256 of the saved ``model.keras`` bytes the model was loaded
+            from, if any (keys the cache of its OpenVINO conversion).
     """
 
     def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
-                 source: Optional[Path] = None):
+                 source_sha256: Optional[str] = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
         self.batch_size = batch_size
         self.runtime = choose_runtime(runtime)
-        self.source = source
+        self.source_sha256 = source_sha256
         self._forward = None
         self._openvino: Optional[OpenVinoForward] = None
 
@@ -80,7 +82,8 @@ class Vectorizer:
         out = np.empty((images.shape[0], self.dim), dtype=np.float32)  # (N, D)
         if self.runtime == "openvino":
             if self._openvino is None:
-                self._openvino = OpenVinoForward(self.model, self.batch_size, self.source)
+                self._openvino = OpenVinoForward(self.model, self.batch_size,
+                                                self.source_sha256)
             self._openvino(np.ascontiguousarray(images, dtype=np.float32), out)
             return out
         forward = self._compiled()
@@ -104,18 +107,31 @@ class Vectorizer:
              expected_dim: Optional[int] = None, runtime: str = "auto") -> "Vectorizer":
         """Loads a saved vectorizer model with Keras safe mode (no code from the file).
 
+        ``model.keras`` is read once; its bytes are hashed (the key of the OpenVINO
+        conversion cache) and the model is loaded from a private copy of those very
+        bytes, so whatever replaces the file meanwhile, the key names what was loaded.
+
         Raises:
             ArtifactError: Missing, unreadable, or not an image-to-vector model.
         """
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise ArtifactError(f"vectorizer model {path} is missing")
-        model = load_keras_model(path)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ArtifactError(f"vectorizer model {path} cannot be read: "
+                                f"{err.strerror}") from err
+        with tempfile.TemporaryDirectory(prefix="image-search-model-") as private:
+            copy = Path(private) / MODEL_FILE
+            copy.write_bytes(data)
+            model = load_keras_model(copy, shown_as=path)
         out_shape = tuple(model.output_shape)
         if expected_dim is not None and out_shape[1] != expected_dim:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
-        return cls(model, batch_size=batch_size, runtime=runtime, source=path)
+        return cls(model, batch_size=batch_size, runtime=runtime,
+                   source_sha256=sha256_hex(data))
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,

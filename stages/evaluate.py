@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import clean_leftovers
 from lib.evaluation import evaluate_engine, read_query_set, write_results
 from lib.config import load_config
 from lib.search import ImageSearchEngine
@@ -39,6 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine as serving does, ranks every query, writes the metrics."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    clean_leftovers(args.metrics, args.curve)
     config = load_config(args.params)
     queries = read_query_set(args.queries)
     # DVC runs this stage on the artifacts it has just built: the workspace's own.
