@@ -19,7 +19,7 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from lib.errors import InputError, PathLike
 
@@ -127,14 +127,29 @@ def dvc_hazards(root: PathLike) -> List[Skipped]:
         return []
     hazards = []
     for path, entry in _walk(root, hidden=True):
-        if entry.is_symlink():
-            try:
-                mode = os.stat(path).st_mode
-            except OSError:
-                hazards.append(Skipped(path, _link_reason(path)))
-                continue
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                hazards.append(Skipped(path, f"{path}: symbolic link to a {_kind(mode)}"))
-        elif not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
-            hazards.append(Skipped(path, f"{path}: {_special_kind(path)}"))
+        if entry.is_symlink() or not (entry.is_file(follow_symlinks=False)
+                                      or entry.is_dir(follow_symlinks=False)):
+            reason = hazard_of(path)
+            if reason:
+                hazards.append(Skipped(path, reason))
     return hazards
+
+
+def hazard_of(path: PathLike) -> Optional[str]:
+    """Why DVC would block on or fail to hash one path, or None (also if it is absent)."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return _link_reason(path)
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return None
+        return f"{path}: symbolic link to a {_kind(mode)}"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return f"{path}: {_kind(mode)}"

@@ -91,9 +91,16 @@ def test_a_clean_workspace_verifies_and_names_its_version(project):
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     md5 = recorded_md5(project, "out/vectors.npy")
     assert pinned.version.describe() == f"version: git {head[:12]} (workspace), vectors md5 {md5}"
-    assert pinned.paths == {"names": project / "out/names.npy",
-                            "vectors": project / "out/vectors.npy",
-                            "model": project / "out/model", "images": project / "out/images.npy"}
+    # The paths are a private snapshot of the very files checked (hard links, same inode).
+    workspace = {"names": "out/names.npy", "vectors": "out/vectors.npy",
+                 "model": "out/model/model.keras", "images": "out/images.npy"}
+    assert set(pinned.paths) == set(workspace)
+    for key, path in workspace.items():
+        loaded = pinned.paths[key] / "model.keras" if key == "model" else pinned.paths[key]
+        assert loaded.is_relative_to(pinned.snapshot)
+        assert loaded.samefile(project / path)
+    pinned.release()
+    assert not pinned.snapshot.exists() and (project / "out/vectors.npy").is_file()
     assert pinned.version.hashes["model"] == recorded_md5(project, "out/model")
     assert pinned.version.hashes["model"].endswith(".dir")
 
