@@ -68,15 +68,23 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 @contextlib.contextmanager
 def _disk_errors(target: Path) -> Iterator[None]:
-    """A full disk (or quota, or file size limit) while writing ``target``, as one line."""
+    """A full disk (or quota, or file size limit) while writing ``target``, as one line.
+
+    NumPy reports a short write without an errno ("1048576 requested and 262112
+    written"); that is a full disk too, and said so with the space left.
+    """
     try:
         yield
     except OSError as err:
-        if err.errno not in _DISK_FULL:
+        if err.errno in _DISK_FULL:
+            reason = os.strerror(err.errno)
+        elif err.errno is None and "written" in str(err):
+            free = shutil.disk_usage(target.parent).free
+            reason = f"short write, {free} bytes free ({' '.join(str(err).split())})"
+        else:
             raise
-        raise ArtifactError(f"cannot write {target}: {os.strerror(err.errno)} (in "
-                            f"{target.parent.resolve()}): free some space and rerun; "
-                            "finished artifacts are kept") from err
+        raise ArtifactError(f"cannot write {target}: {reason} (in {target.parent.resolve()}): "
+                            "free some space and rerun; finished artifacts are kept") from err
 
 
 def clean_leftovers(*targets: PathLike) -> List[Path]:

@@ -208,6 +208,9 @@ def test_model_with_code_is_refused_unrun(tmp_path):
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(touched))
     Vectorizer(model).save(tmp_path / "model")
     marker.unlink()                                       # building the model ran it once
-    with pytest.raises(ArtifactError, match="cannot be loaded"):
+    with pytest.raises(ArtifactError, match="cannot be loaded") as err:
         Vectorizer.load(tmp_path / "model")
     assert not marker.exists()
+    # One short line naming the layer and the fix, not Keras's thousand characters.
+    assert "it holds a Lambda layer" in str(err.value) and "dvc repro" in str(err.value)
+    assert len(str(err.value)) < 300 and str(tmp_path / "model") in str(err.value)
