@@ -50,6 +50,13 @@ def test_5_links_and_special_files_are_skipped_by_policy_and_reported(tmp_path):
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(master / "sock.png"))
         report = etl(master, tmp_path / "out")
+        # The pre-flight of `make repro` names what DVC would hang or fail on.
+        check = subprocess.run([sys.executable, str(REPO_ROOT / "stages/check_master.py"),
+                                str(master)], env=tool_env(), capture_output=True, text=True,
+                               timeout=TIMEOUT_S, check=False)
+    assert check.returncode == 1
+    assert "loop.jpg: symbolic link loop" in check.stderr and "notes: FIFO" in check.stderr
+    assert "pipe.jpg: FIFO" in check.stderr and "sock.png: socket" in check.stderr
     reasons = {item["name"]: item["reason"] for item in report["skipped"]}
     assert sorted(reasons) == ["inside.jpg", "linked-folder", "loop.jpg", "notes",
                                "outside.jpg", "pipe.jpg", "sock.png"]
