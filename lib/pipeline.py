@@ -53,6 +53,30 @@ def _name_of(path: Path, master: Path) -> Tuple[str, str]:
     return name, ""
 
 
+def _collection(master: Path) -> Tuple[List[Path], List[Dict[str, str]], int]:
+    """The files to read, the entries skipped (logged) with reasons, and the count of both.
+
+    Raises:
+        InputError: ``master`` is missing or holds no image file.
+    """
+    found, refused = scan_images(master)
+    if not found:
+        raise InputError(f"no image files found under {master}"
+                         + (f"; skipped: {refused[0].reason}" if refused else ""))
+    skipped = [{"name": _name_of(entry.path, master)[0], "reason": entry.reason}
+               for entry in refused]
+    files = []
+    for path in found:
+        name, problem = _name_of(path, master)
+        if problem:
+            skipped.append({"name": name, "reason": problem})
+        else:
+            files.append(path)
+    for item in skipped:
+        logger.warning("skipping %s", printable(item["reason"]))
+    return files, skipped, len(found) + len(refused)
+
+
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             report_out: PathLike, config: EtlConfig) -> Dict[str, Any]:
     """Reads every image under ``master`` and writes the resized RGB array and names.
@@ -77,25 +101,10 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         InputError: ``master`` is missing, or holds no readable image.
     """
     master = Path(master)
-    found, refused = scan_images(master)
+    files, skipped, found = _collection(master)
     workers, chunk_size = config.workers, config.chunk_size
-    if not found:
-        raise InputError(f"no image files found under {master}"
-                         + (f"; skipped: {refused[0].reason}" if refused else ""))
     side = config.image_size
     names: List[str] = []
-    skipped: List[Dict[str, str]] = []
-    for entry in refused:
-        logger.warning("skipping %s", printable(entry.reason))
-        skipped.append({"name": _name_of(entry.path, master)[0], "reason": entry.reason})
-    files = []
-    for path in found:
-        name, problem = _name_of(path, master)
-        if problem:
-            logger.warning("skipping %s", printable(problem))
-            skipped.append({"name": name, "reason": problem})
-        else:
-            files.append(path)
     # Named like lib.artifacts.atomic_path's temporaries, so that the next run of the
     # stage removes it if this one is killed (lib.artifacts.clean_leftovers).
     tmp_rows = Path(images_out).with_name(f".{Path(images_out).name}.rows.tmp.npy")
@@ -115,7 +124,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
                 logger.info("ETL: %d/%d files", min(start + chunk_size, len(files)), len(files))
     try:
         if not names:
-            raise InputError(f"none of the {len(found)} image files under {master} is "
+            raise InputError(f"none of the {found} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
         if len(names) == len(files):       # nothing skipped: the rows file is the output
             os.replace(tmp_rows, images_out)
@@ -129,7 +138,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         tmp_rows.unlink(missing_ok=True)
     save_npy(names_out, np.array(names, dtype=np.str_))
     skipped.sort(key=lambda item: item["name"])
-    report = {"files_found": len(found) + len(refused), "images_kept": len(names),
+    report = {"files_found": found, "images_kept": len(names),
               "files_skipped": len(skipped), "skipped": skipped}
     save_json(report_out, report)
     logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))

@@ -120,7 +120,7 @@ def test_7_temporaries_of_a_killed_stage_are_removed_at_the_next_run(tmp_path):
         "etl_report.json", "image_names.npy", "resized_rgb.npy"]
 
 
-def test_8_a_full_disk_names_the_file(tmp_path):
+def test_8_a_full_disk_names_the_file():
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "-Urm", "true"], capture_output=True, check=False).returncode:
         pytest.skip("needs unshare (user namespaces) to mount a small tmpfs")
