@@ -88,8 +88,13 @@ def test_pixel_limit_is_configurable(query_project):
     params["etl"]["max_pixels"] = 100_000
     small = query_project / "small-limit.yaml"
     small.write_text(yaml.safe_dump(params))
-    proc = serve(query_project, DATASET / COLLECTION[0][0], "--params", small)
+    # --no-verify: a params file whose etl settings differ from those the artifacts were
+    # built with is refused when verifying (tests/test_integrity.py, case 4).
+    proc = serve(query_project, DATASET / COLLECTION[0][0], "--params", small, "--no-verify")
     assert_clean_error(proc, "exceeds the limit of 100000 (etl.max_pixels)")
+    assert_clean_error(serve(query_project, DATASET / COLLECTION[0][0], "--params", small),
+                       "the serving params set etl.max_pixels to 100000, but the artifacts "
+                       "were built with 100000000")
 
 
 # --- unusual but valid images: answered, and answered correctly -----------------------
