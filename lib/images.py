@@ -366,6 +366,12 @@ def read_image(path: PathLike, config: EtlConfig) -> np.ndarray:
     return read_image_bgr(path, config.max_pixels, config.decode_min_side)
 
 
+def decode_with(data: bytes, config: EtlConfig, source: str = "image") -> np.ndarray:
+    """Decodes a file's bytes as :func:`read_image` reads the file: (H, W, 3) BGR."""
+    return decode_image(data, config.max_pixels, source=source,
+                        min_side=config.decode_min_side)
+
+
 def load_image(path: PathLike, config: EtlConfig) -> np.ndarray:
     """Reads a file and applies :func:`etl_transform`: the whole ETL of one image."""
     return etl_transform(read_image(path, config), config)
