@@ -14,7 +14,8 @@ from PIL import Image
 from lib.artifacts import NpyRowReader, open_npy_writer
 from lib.features import preprocess, run_feature_engineering
 from lib.config import EtlConfig
-from lib.images import decode_image, imread_flag, load_image
+from lib.decoding import decode_image, imread_flag
+from lib.images import load_image
 from lib.similarity import get_cosine_similarity
 from lib.runtime import choose_runtime, openvino_cache_dir
 from lib.vectorizer import Vectorizer, run_embedding
