@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.config import load_config
 from lib.errors import UserError, one_line, printable
-from lib.images import max_file_bytes, read_file
+from lib.images import decode_with, max_file_bytes, read_file
 from lib.pinning import pin
 from lib.render import render_results
 from lib.search import ImageSearchEngine
@@ -119,19 +119,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.setup_logging(args.verbose)
     config = load_config(args.params)
     n = args.n if args.n is not None else config.serve.top_n
-    query = None
+    data = None
     if args.query != STDIN:                # a missing or oversized query fails fast
-        query = read_file(args.query, max_file_bytes(config.etl.max_pixels))
+        data = read_file(args.query, max_file_bytes(config.etl.max_pixels))
     with pin(args.params.parent, config, rev=args.rev, verify=not args.no_verify,
              full=args.verify_full) as pinned:
         # The configuration the artifacts were built with (a revision's own with --rev):
-        # the query is decoded, transformed, whitened and expanded as they were.
+        # the query is decoded, transformed, whitened and expanded as they were. A bad
+        # query still fails before the model loads.
+        query_bgr = None if data is None else decode_with(data, pinned.config.etl,
+                                                          str(args.query))
         engine = ImageSearchEngine.from_config(pinned.config, pinned.paths)
     print(pinned.version.describe(), flush=True)
-    if query is None:
+    if query_bgr is None:
         return serve_stdin(engine, n, args.output)
     output = args.output if args.output is not None else Path(config.serve.output)
-    answer(engine, args.query, engine.read_query(query, source=str(args.query)), n, output)
+    answer(engine, args.query, query_bgr, n, output)
     return 0
 
 
