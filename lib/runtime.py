@@ -9,6 +9,7 @@ by the SHA-256 of ``model.keras`` (``$IMAGE_SEARCH_CACHE``, default
 ``~/.cache/image-search``; set it empty to switch the cache off), so a changed model
 can never meet a stale conversion.
 """
+import functools
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from lib.artifacts import atomic_path
+from lib.cli import quiet_native_stderr
 from lib.config import ModellingConfig
 from lib.errors import ConfigError
 
@@ -29,7 +31,7 @@ CACHE_ENV = "IMAGE_SEARCH_CACHE"
 
 def tf_forward(model, input_shape: tuple):
     """A traced TensorFlow function of a Keras model (several times faster than predict)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -44,15 +46,25 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def _openvino():
     """Imports OpenVINO lazily (it is optional)."""
-    import openvino  # pylint: disable=import-outside-toplevel
+    with quiet_native_stderr():
+        import openvino  # pylint: disable=import-outside-toplevel
     return openvino
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow():
+    """Imports TensorFlow lazily, without its native start-up lines in quiet runs."""
+    with quiet_native_stderr():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
 
 
 def gpu_available() -> bool:
     """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     return bool(tf.config.list_physical_devices("GPU"))
 
 

@@ -17,6 +17,8 @@ DATASET = SHARED / "datasets" / "clothing-small"
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "lib")
 QUERY_SET = REPO_ROOT / "data" / "queries"     # the demo labelled query set
 RAN = re.compile(r"Running stage '([^']+)'")
+# Every stage, in the order a first `dvc repro` runs them (the weights check first).
+PIPELINE = ["weights", "etl", "feature_engineering", "modelling", "whitening", "evaluate"]
 
 
 def tool_env() -> Dict[str, str]:

@@ -17,11 +17,11 @@ from lib.config import EtlConfig
 from lib.images import load_image
 from lib.metrics import evaluate
 from lib.vectorizer import Vectorizer
-from tests.helpers import QUERY_SET, make_project, pick_per_class, repro, run, set_params
+from tests.helpers import (PIPELINE, QUERY_SET, make_project, pick_per_class, repro, run,
+                           set_params)
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["etl", "feature_engineering", "modelling", "whitening", "evaluate"]
 KEYS = ("mAP", "P@1", "P@5", "P@10", "R@10")
 
 
@@ -30,7 +30,7 @@ def project_fixture(tmp_path_factory):
     """A project of 20 photos (2 per class) built once with ``dvc repro``."""
     project = make_project(tmp_path_factory.mktemp("evaluate") / "project",
                            pick_per_class("train", 2))
-    assert repro(project) == STAGES
+    assert repro(project) == PIPELINE
     return project
 
 
