@@ -34,7 +34,7 @@ def with_top_layer(tmp_path):
     shutil.copyfile(WEIGHTS, path)
     with h5py.File(path, "r+") as handle:
         names = [name if isinstance(name, bytes) else str(name).encode()
-                 for name in handle.attrs["layer_names"]]
+                 for name in list(handle.attrs["layer_names"])]
         handle.attrs["layer_names"] = np.array(names + [b"predictions"])
         group = handle.create_group("predictions")
         group.attrs["weight_names"] = np.array([b"predictions/kernel:0", b"predictions/bias:0"])
