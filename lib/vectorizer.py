@@ -5,9 +5,12 @@ each query with :meth:`Vectorizer.transform`. Both go through the same
 :class:`Vectorizer`, loaded from the same saved artifact and run by the runtime that
 :func:`lib.runtime.choose_runtime` picks.
 """
+import json
 import logging
+import re
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -19,6 +22,9 @@ from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"  # inside the vectorizer_model directory
+METADATA_FILE = "metadata.json"  # inside the .keras archive
+CONFIG_FILE = "config.json"      # inside the .keras archive
+_SHARED_ID = re.compile(rb'"shared_object_id": (\d+)')
 
 
 class Vectorizer:
@@ -93,11 +99,14 @@ class Vectorizer:
         """Saves the model with Keras ``Model.save()`` defaults into ``directory``.
 
         Keras 3's default format is the ``.keras`` archive, so the artifact is a
-        directory holding ``model.keras``. The write is atomic.
+        directory holding ``model.keras``. The write is atomic, and reproducible: the
+        same model gives the same bytes (see :func:`_reproducible_archive`), so a
+        rebuild on another machine or clone leaves ``dvc.lock`` as it was.
         """
         with atomic_path(directory) as tmp:
             tmp.mkdir()
             self.model.save(tmp / MODEL_FILE)
+            _reproducible_archive(tmp / MODEL_FILE)
 
     @classmethod
     def load(cls, directory: PathLike, batch_size: int = 32,
@@ -116,6 +125,33 @@ class Vectorizer:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
         return cls(model, batch_size=batch_size, runtime=runtime, source=path)
+
+
+def _reproducible_archive(path: Path) -> None:
+    """Rewrites a saved ``.keras`` archive so that the same model gives the same bytes.
+
+    Keras stamps the archive's entries and ``metadata.json`` (``date_saved``, never
+    read back) with the save time, and ``config.json`` links shared objects by their
+    Python ``id()`` (``shared_object_id``), a memory address. The stamps are dropped
+    and the ids renumbered 1, 2, ... in order of first appearance (equal ids stay
+    equal, so loading links the same objects). Everything else is kept: names, order,
+    contents and compression of the entries.
+    """
+    rewritten = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == METADATA_FILE:
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif entry.filename == CONFIG_FILE:
+                numbers: Dict[bytes, bytes] = {}
+                data = _SHARED_ID.sub(lambda m: b'"shared_object_id": ' + numbers.setdefault(
+                    m.group(1), str(len(numbers) + 1).encode()), data)
+            target.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                            data, compress_type=entry.compress_type)
+    rewritten.replace(path)
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,

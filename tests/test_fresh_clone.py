@@ -6,10 +6,18 @@ outputs, and ``deleted`` inputs that an earlier stage outputs); no code, params 
 photos are ``modified``, so ``dvc.lock`` records exactly what the clone holds.
 """
 import json
+import subprocess
+import sys
+import zipfile
 
 import yaml
 
-from tests.helpers import REPO_ROOT, run
+from lib.vectorizer import MODEL_FILE
+from tests.helpers import REPO_ROOT, WEIGHTS, run, tool_env
+
+# The modelling stage's build and save, in a process of its own.
+BUILD = ("import sys; from lib.resnet import ResNet50Helper; from lib.vectorizer import "
+         "Vectorizer; Vectorizer(ResNet50Helper(weights=sys.argv[1]).build()).save(sys.argv[2])")
 
 
 def test_fresh_clone_status_lists_only_artifacts_to_build_or_pull(tmp_path):
@@ -32,3 +40,19 @@ def test_fresh_clone_status_lists_only_artifacts_to_build_or_pull(tmp_path):
                         unexpected.append(f"{stage}: {kind}: {path}: {state}")
     assert not unexpected, "a fresh clone disagrees with its dvc.lock:\n" + "\n".join(unexpected)
     assert status, "a fresh clone has no artifacts: dvc status must list them as not in cache"
+
+
+def test_a_rebuilt_model_has_the_same_bytes(query_project, tmp_path):
+    """Building the model again (as `dvc repro` on a fresh clone does) records the same hash.
+
+    Keras' save-time stamps and memory-address ids are dropped from the archive.
+    """
+    again = tmp_path / "vectorizer_model"
+    proc = subprocess.run([sys.executable, "-c", BUILD, str(WEIGHTS), str(again)], cwd=REPO_ROOT,
+                          env=tool_env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    built = query_project / "data/model/vectorizer_model" / MODEL_FILE   # by `dvc repro`
+    with zipfile.ZipFile(again / MODEL_FILE) as archive:
+        assert "date_saved" not in json.loads(archive.read("metadata.json"))
+        assert {entry.date_time for entry in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert (again / MODEL_FILE).read_bytes() == built.read_bytes()
