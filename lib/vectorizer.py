@@ -127,6 +127,17 @@ class Vectorizer:
         return cls(model, batch_size=batch_size, runtime=runtime, source=path)
 
 
+def _renumber_shared_ids(config: bytes) -> bytes:
+    """``config.json`` with its ``shared_object_id`` values renumbered 1, 2, ... in order."""
+    numbers: Dict[bytes, bytes] = {}
+
+    def number(match: "re.Match[bytes]") -> bytes:
+        new = numbers.setdefault(match.group(1), str(len(numbers) + 1).encode())
+        return b'"shared_object_id": ' + new
+
+    return _SHARED_ID.sub(number, config)
+
+
 def _reproducible_archive(path: Path) -> None:
     """Rewrites a saved ``.keras`` archive so that the same model gives the same bytes.
 
@@ -146,9 +157,7 @@ def _reproducible_archive(path: Path) -> None:
                 metadata.pop("date_saved", None)
                 data = json.dumps(metadata).encode()
             elif entry.filename == CONFIG_FILE:
-                numbers: Dict[bytes, bytes] = {}
-                data = _SHARED_ID.sub(lambda m: b'"shared_object_id": ' + numbers.setdefault(
-                    m.group(1), str(len(numbers) + 1).encode()), data)
+                data = _renumber_shared_ids(data)
             target.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
                             data, compress_type=entry.compress_type)
     rewritten.replace(path)
