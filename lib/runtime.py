@@ -11,6 +11,7 @@ whatever file is on disk later; ``$IMAGE_SEARCH_CACHE``, default
 that digest and its files' digests (:mod:`lib.convcache`), so a stale, foreign or
 damaged entry is never used.
 """
+import functools
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from lib.cli import quiet_native_stderr
 from lib.config import ModellingConfig
 from lib.convcache import read_entry, write_entry
 from lib.errors import ConfigError
@@ -32,7 +34,7 @@ OPENVINO_FILES = ("model.xml", "model.bin")
 
 def tf_forward(model, input_shape: tuple):
     """A traced TensorFlow function of a Keras model (several times faster than predict)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -47,15 +49,25 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def _openvino():
     """Imports OpenVINO lazily (it is optional)."""
-    import openvino  # pylint: disable=import-outside-toplevel
+    with quiet_native_stderr():
+        import openvino  # pylint: disable=import-outside-toplevel
     return openvino
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow():
+    """Imports TensorFlow lazily, without its native start-up lines in quiet runs."""
+    with quiet_native_stderr():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
 
 
 def gpu_available() -> bool:
     """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     return bool(tf.config.list_physical_devices("GPU"))
 
 

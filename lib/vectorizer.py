@@ -5,10 +5,13 @@ each query with :meth:`Vectorizer.transform`. Both go through the same
 :class:`Vectorizer`, loaded from the same saved artifact and run by the runtime that
 :func:`lib.runtime.choose_runtime` picks.
 """
+import json
 import logging
 import tempfile
+import re
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -21,6 +24,9 @@ from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"  # inside the vectorizer_model directory
+METADATA_FILE = "metadata.json"  # inside the .keras archive
+CONFIG_FILE = "config.json"      # inside the .keras archive
+_SHARED_ID = re.compile(rb'"shared_object_id": (\d+)')
 
 
 class Vectorizer:
@@ -96,11 +102,14 @@ class Vectorizer:
         """Saves the model with Keras ``Model.save()`` defaults into ``directory``.
 
         Keras 3's default format is the ``.keras`` archive, so the artifact is a
-        directory holding ``model.keras``. The write is atomic.
+        directory holding ``model.keras``. The write is atomic, and reproducible: the
+        same model gives the same bytes (see :func:`_reproducible_archive`), so a
+        rebuild on another machine or clone leaves ``dvc.lock`` as it was.
         """
         with atomic_path(directory) as tmp:
             tmp.mkdir()
             self.model.save(tmp / MODEL_FILE)
+            _reproducible_archive(tmp / MODEL_FILE)
 
     @classmethod
     def load(cls, directory: PathLike, batch_size: int = 32,
@@ -132,6 +141,42 @@ class Vectorizer:
                                 f"the index holds {expected_dim}-d vectors")
         return cls(model, batch_size=batch_size, runtime=runtime,
                    source_sha256=sha256_hex(data))
+
+
+def _renumber_shared_ids(config: bytes) -> bytes:
+    """``config.json`` with its ``shared_object_id`` values renumbered 1, 2, ... in order."""
+    numbers: Dict[bytes, bytes] = {}
+
+    def number(match: "re.Match[bytes]") -> bytes:
+        new = numbers.setdefault(match.group(1), str(len(numbers) + 1).encode())
+        return b'"shared_object_id": ' + new
+
+    return _SHARED_ID.sub(number, config)
+
+
+def _reproducible_archive(path: Path) -> None:
+    """Rewrites a saved ``.keras`` archive so that the same model gives the same bytes.
+
+    Keras stamps the archive's entries and ``metadata.json`` (``date_saved``, never
+    read back) with the save time, and ``config.json`` links shared objects by their
+    Python ``id()`` (``shared_object_id``), a memory address. The stamps are dropped
+    and the ids renumbered 1, 2, ... in order of first appearance (equal ids stay
+    equal, so loading links the same objects). Everything else is kept: names, order,
+    contents and compression of the entries.
+    """
+    rewritten = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == METADATA_FILE:
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif entry.filename == CONFIG_FILE:
+                data = _renumber_shared_ids(data)
+            target.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                            data, compress_type=entry.compress_type)
+    rewritten.replace(path)
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,

@@ -38,7 +38,7 @@ from lib.config import load_config
 from lib.errors import UserError, one_line, printable
 from lib.images import decode_with, max_file_bytes, read_file
 from lib.pinning import pin
-from lib.render import render_results
+from lib.render import query_caption, render_results
 from lib.search import ImageSearchEngine
 
 STDIN = Path("-")
@@ -87,7 +87,7 @@ def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, n: int
     if output is not None:
         render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
                        [(engine.thumbnail(name), name, score) for score, name in results],
-                       output)
+                       output, query_name=query_caption(str(query)))
         print(f"picture: {printable(str(output))}")
 
 
