@@ -3,12 +3,13 @@
 The modelling stage writes this artifact (``paths.inference_model``) beside the Keras
 ``vectorizer_model``, which stays the artifact of record. It is a folder holding
 ``precision.json`` (the precision, ``fp32``, ``bf16`` or ``int8``; for ``int8`` also
-the calibration sample and tool versions) and, for ``int8``, the OpenVINO IR (``model.xml`` + ``model.bin``) that
-NNCF's post-training quantisation made from the Keras model, calibrated on an evenly
-spaced, deterministic sample of the feature store (``modelling.calibration_size``
-rows). The collection is embedded with exactly that IR, and serving, evaluation and
-the service load the same one: :func:`read_inference_model` refuses a collection
-whose precision is not the one the configuration asks for, like any stale artifact.
+the calibration sample and tool versions) and, for ``int8``, the OpenVINO IR
+(``model.xml`` + ``model.bin``) that NNCF's post-training quantisation made from the
+Keras model, calibrated on an evenly spaced, deterministic sample of the feature store
+(``modelling.calibration_size`` rows). The collection is embedded with exactly that
+IR, and serving, evaluation and the service load the same one:
+:func:`read_inference_model` refuses a collection whose precision is not the one the
+configuration asks for, like any stale artifact.
 """
 import json
 import logging
