@@ -6,6 +6,8 @@ evaluate run again, and the fp32 vectors are the copy's own.
 """
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from lib.precision import INT8_MODEL, RECORD, calibration_rows, read_inference_m
 from lib.runtime import BF16_MISSING, choose_runtime, cpu_has_bf16
 from lib.search import ImageSearchEngine
 from lib.similarity import get_cosine_similarity
-from tests.helpers import repro, run, set_params
+from tests.helpers import REPO_ROOT, repro, run, set_params, tool_env
 from tests.query_project import COLLECTION, N_IMAGES, name_of
 
 VECTORS = "data/model/embedded_image_vectors.npy"
@@ -67,6 +69,26 @@ def test_bf16_and_int8_run_on_openvino_only():
         choose_runtime("tensorflow", "int8")
     with pytest.raises(ConfigError, match="modelling.precision: 'fp16' is not allowed"):
         choose_runtime("auto", "fp16")
+
+
+WITHOUT_OPENVINO = """
+import sys
+sys.modules["openvino"] = None          # as if OpenVINO were not installed
+from lib.runtime import choose_runtime
+for precision in ("int8", "bf16"):
+    try:
+        choose_runtime("auto", precision)
+    except ValueError as err:
+        print(err)
+"""
+
+
+def test_without_openvino_bf16_and_int8_are_one_line_errors():
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_OPENVINO], cwd=REPO_ROOT,
+                          env=tool_env(), capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines() == [
+        f"modelling.precision {precision} needs OpenVINO, which is not installed (pip install "
+        "openvino, or set the precision to fp32)" for precision in ("int8", "bf16")]
 
 
 def test_cpu_bf16_detection_agrees_with_the_cpu_flags():
