@@ -11,7 +11,8 @@ process per query for serving, and an in-memory full cosine for search.
 
 Usage::
 
-    python -m bench [--n 500] [--embed-rows 64] [--serve-n 10000] [--out FILE]
+    python -m bench [--n 500] [--embed-rows 64] [--precision-rows 128] [--serve-n 10000]
+                    [--out FILE]
     python -m bench --n 20000 --memory-only --embed-limit 150 --out FILE
 """
 import argparse
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
+from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
 from lib.images import list_images
 from lib.resnet import ResNet50Helper
@@ -55,6 +57,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="stop the embedding stage after this many seconds (SIGINT, as "
                              "a user would) to measure its memory on a large store")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the comparison")
+    parser.add_argument("--precision-rows", type=int, default=128,
+                        help="rows for the side-by-side precision comparison (tf.function, "
+                             "fp32, bf16, int8; int8 calibrated on up to 300 rows); 0 = off")
     parser.add_argument("--large", type=int, default=24,
                         help="12-megapixel photos made by upscaling, for the ETL")
     parser.add_argument("--serve-n", type=int, default=10000,
@@ -225,6 +230,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
                 "large_reduced": work / "etl_12mp" / "resized_rgb.npy"})
             results["reduced_decode"]["min_embedding_cosine"] = compare.pop(
                 "reduced_decode_min_cosine", None)
+            if args.precision_rows:
+                results["precision_compare"] = compare_precisions(
+                    store, model, work / "precision", min(args.precision_rows, args.n),
+                    args.rounds, min(300, args.n), run_job)
         stages["embed"] = run_job("embed", {"features": store, "model": model,
                                             "vectors": work / "vectors.npy", "runtime": "auto"},
                                   limit=args.embed_limit)
@@ -288,6 +297,8 @@ def summarise(results: Dict[str, Any]) -> None:
         ratios["embedding_vs_tf_function"] = best / compare["tf_function"]
         print("embedding img/s side by side:",
               ", ".join(f"{k} {v:.2f}" for k, v in compare.items()))
+    if "precision_compare" in results:
+        print_table(results["precision_compare"])
     if "serve" in results:
         serve = results["serve"]
         print(f"serve N={serve['n']}: cold p50 {serve['cold']['p50_ms']:.0f} ms, warm p50 "

@@ -20,6 +20,7 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 INTERPOLATION_NAMES = ("area", "linear", "cubic")
 POOLINGS = ("avg", "max", "gem")
 RUNTIMES = ("auto", "openvino", "tensorflow")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 _T = TypeVar("_T", bound="Section")
 
@@ -112,6 +113,7 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     vectors: str = setting("data/model/embedded_image_vectors.npy", str)
     model: str = setting("data/model/vectorizer_model", str)
     whitening: str = setting("data/model/whitening.npz", str)
+    inference_model: str = setting("data/model/inference_model", str)
     queries: str = setting("data/queries", str)
     query_labels: str = setting("data/queries/labels.csv", str)
     metrics: str = setting("metrics/evaluation.json", str)
@@ -177,6 +179,10 @@ class ModellingConfig(Section):
         chunk_size: Images read from the feature store per step.
         runtime: ``auto`` (TensorFlow on a GPU, else OpenVINO when installed, else
             TensorFlow), ``openvino`` or ``tensorflow``.
+        precision: ``fp32`` (the design), ``bf16`` (OpenVINO's bf16 inference, on CPUs
+            with AVX512_BF16 or AMX) or ``int8`` (the model quantised by NNCF's
+            post-training quantisation); ``bf16`` and ``int8`` run on OpenVINO.
+        calibration_size: Feature-store rows (evenly spaced) that calibrate ``int8``.
     """
 
     SECTION = "modelling"
@@ -186,6 +192,8 @@ class ModellingConfig(Section):
     batch_size: int = setting(32, int, minimum=1)
     chunk_size: int = setting(256, int, minimum=1)
     runtime: str = setting("auto", str, choices=RUNTIMES)
+    precision: str = setting("fp32", str, choices=PRECISIONS)
+    calibration_size: int = setting(300, int, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,11 +71,14 @@ class ImageSearchEngine:
              batch_size: int = 32, runtime: str = "auto",
              whitening_path: Optional[PathLike] = None,
              whitening_dim: Optional[int] = None,
-             query_expansion: int = 0) -> "ImageSearchEngine":
+             query_expansion: int = 0, precision: str = "fp32",
+             inference_model: Optional[PathLike] = None) -> "ImageSearchEngine":
         """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle).
 
         ``runtime`` is the embedding runtime (``modelling.runtime``), chosen by the same
         rule as in the modelling stage (``lib.vectorizer.choose_runtime``).
+        ``precision`` (``modelling.precision``) must be the one ``inference_model``
+        records: queries are embedded exactly as the collection was.
         ``whitening_dim`` is the ``whitening.dim`` param; a whitening artifact saved with
         another dim is stale and refused.
         """
@@ -93,7 +96,8 @@ class ImageSearchEngine:
             whitening = load_whitening(whitening_path, vectors.shape[1], vectors.shape[0],
                                        expected_dim=whitening_dim)
         vectorizer = Vectorizer.load(model_dir, batch_size=batch_size,
-                                     expected_dim=vectors.shape[1], runtime=runtime)
+                                     expected_dim=vectors.shape[1], runtime=runtime,
+                                     precision=precision, inference_model=inference_model)
         return cls(vectors, names, vectorizer, etl_config, images, whitening=whitening,
                    query_expansion=query_expansion)
 
@@ -108,7 +112,9 @@ class ImageSearchEngine:
                 that revision's; see :mod:`lib.pinning`).
             paths: Local path of each artifact, by ``paths`` key (the pinned ones).
                 Without a ``whitening`` path (a build older than the whitening stage)
-                whitening is off and must be off in ``config``.
+                whitening is off and must be off in ``config``; without an
+                ``inference_model`` path (a build older than precisions) the
+                precision is ``fp32`` and must be ``fp32`` in ``config``.
             with_images: Also map the landing images (for result pictures).
         """
         if "whitening" not in paths and config.whitening.dim:
@@ -119,7 +125,9 @@ class ImageSearchEngine:
             images_path=paths["images"] if with_images else None,
             batch_size=config.modelling.batch_size, runtime=config.modelling.runtime,
             whitening_path=paths.get("whitening"), whitening_dim=config.whitening.dim,
-            query_expansion=config.serve.query_expansion)
+            query_expansion=config.serve.query_expansion,
+            precision=config.modelling.precision,
+            inference_model=paths.get("inference_model"))
 
     def thumbnail(self, name: str) -> np.ndarray:
         """The ETL image (S, S, 3) RGB of a collection image, by name."""

@@ -18,6 +18,7 @@ import numpy as np
 from lib.artifacts import ArtifactError, NpyRowReader, atomic_path, open_npy_writer
 from lib.convcache import sha256_hex
 from lib.errors import PathLike
+from lib.precision import read_inference_model
 from lib.resnet import load_keras_model
 from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
 
@@ -38,16 +39,25 @@ class Vectorizer:
         runtime: ``auto``, ``openvino`` or ``tensorflow`` (see :func:`choose_runtime`).
         source_sha256: SHA-256 of the saved ``model.keras`` bytes the model was loaded
             from, if any (keys the cache of its OpenVINO conversion).
+        precision: ``fp32``, ``bf16`` or ``int8`` (``modelling.precision``); ``bf16``
+            and ``int8`` run on OpenVINO.
+        int8_model: The quantised OpenVINO IR (``model.xml``) of ``model``; required
+            for ``int8`` (see :mod:`lib.precision`).
     """
 
     def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
-                 source_sha256: Optional[str] = None):
+                 source_sha256: Optional[str] = None, precision: str = "fp32",
+                 int8_model: Optional[Path] = None):  # pylint: disable=too-many-arguments
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if (precision == "int8") != (int8_model is not None):
+            raise ValueError("an int8 model is given for, and only for, precision int8")
         self.model = model
         self.batch_size = batch_size
-        self.runtime = choose_runtime(runtime)
+        self.runtime = choose_runtime(runtime, precision)
         self.source_sha256 = source_sha256
+        self.precision = precision
+        self.int8_model = int8_model
         self._forward = None
         self._openvino: Optional[OpenVinoForward] = None
 
@@ -89,7 +99,8 @@ class Vectorizer:
         if self.runtime == "openvino":
             if self._openvino is None:
                 self._openvino = OpenVinoForward(self.model, self.batch_size,
-                                                self.source_sha256)
+                                                 self.source_sha256, self.precision,
+                                                 self.int8_model)
             self._openvino(np.ascontiguousarray(images, dtype=np.float32), out)
             return out
         forward = self._compiled()
@@ -112,20 +123,34 @@ class Vectorizer:
             _reproducible_archive(tmp / MODEL_FILE)
 
     @classmethod
-    def load(cls, directory: PathLike, batch_size: int = 32,
-             expected_dim: Optional[int] = None, runtime: str = "auto") -> "Vectorizer":
+    def load(cls, directory: PathLike, batch_size: int = 32,  # pylint: disable=too-many-arguments
+             expected_dim: Optional[int] = None, runtime: str = "auto",
+             precision: str = "fp32",
+             inference_model: Optional[PathLike] = None) -> "Vectorizer":
         """Loads a saved vectorizer model with Keras safe mode (no code from the file).
 
         ``model.keras`` is read once; its bytes are hashed (the key of the OpenVINO
         conversion cache) and the model is loaded from a private copy of those very
         bytes, so whatever replaces the file meanwhile, the key names what was loaded.
 
+        Args:
+            directory: The ``vectorizer_model`` folder.
+            batch_size: Images per forward pass.
+            expected_dim: The index's vector length, if any.
+            runtime: ``modelling.runtime``.
+            precision: ``modelling.precision``: the collection must have been embedded
+                in it (see :func:`lib.precision.read_inference_model`).
+            inference_model: The ``inference_model`` folder built with the model (None:
+                a build older than it, which is ``fp32``).
+
         Raises:
-            ArtifactError: Missing, unreadable, or not an image-to-vector model.
+            ArtifactError: Missing, unreadable, or not an image-to-vector model; or an
+                inference model of another precision.
         """
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise ArtifactError(f"vectorizer model {path} is missing")
+        int8_model = read_inference_model(inference_model, precision)
         try:
             data = path.read_bytes()
         except OSError as err:
@@ -140,7 +165,8 @@ class Vectorizer:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
         return cls(model, batch_size=batch_size, runtime=runtime,
-                   source_sha256=sha256_hex(data))
+                   source_sha256=sha256_hex(data), precision=precision,
+                   int8_model=int8_model)
 
 
 def _renumber_shared_ids(config: bytes) -> bytes:

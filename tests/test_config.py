@@ -91,7 +91,7 @@ def test_every_stage_refuses_bad_params_in_one_line_and_writes_nothing(tmp_path,
     params.write_text(yaml.safe_dump(_with("etl.image_size", -1)), encoding="utf-8")
     outputs = [tmp_path / f"out{i}" for i in range(4)]
     args = {"weights": [], "etl": [REPO_ROOT / "data/master"] + outputs[:3],
-            "feature_engineering": outputs[:2], "modelling": outputs[:3],
+            "feature_engineering": outputs[:2], "modelling": outputs[:4],
             "whitening": outputs[:2], "evaluate": [REPO_ROOT / "data/queries/labels.csv"]
             + outputs[:3]}[script]
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "stages" / f"{script}.py"),
