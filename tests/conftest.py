@@ -8,6 +8,7 @@ from lib.runtime import CACHE_ENV
 from lib.vectorizer import Vectorizer
 from tests import query_project as builder
 from tests.helpers import WEIGHTS
+from tests.service_helpers import ServiceProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,3 +42,11 @@ def query_project_fixture(tmp_path_factory):
 def query_engine_fixture(query_project):
     """Its search engine with the real saved model, loaded once per session."""
     return builder.load_engine(query_project)
+
+
+@pytest.fixture(scope="session", name="query_service")
+def query_service_fixture(query_project, tmp_path_factory):
+    """``serve.py --http`` on the query project (verified against its dvc.lock), once."""
+    service = ServiceProcess(query_project, tmp_path_factory.mktemp("service") / "log.txt")
+    yield service
+    service.stop()
