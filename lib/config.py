@@ -218,8 +218,8 @@ class ServiceConfig(Section):
         max_results: Largest ``n`` a request may ask for.
         batch_wait_ms: How long the model waits to fill a batch (up to
             ``modelling.batch_size`` queries) while more queries are on their way.
-        watch_seconds: How often ``dvc.lock`` and ``params.yaml`` are checked for a new
-            version to load and swap in; 0 = only on ``POST /reload``.
+        watch_seconds: How often ``dvc.lock`` is checked for a new version to load
+            and swap in; 0 = only on ``POST /reload``.
     """
 
     SECTION = "service"

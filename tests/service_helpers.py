@@ -66,7 +66,8 @@ class ServiceProcess:
 
     def log(self) -> str:
         """What the service has logged so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8")
 
     def output(self) -> str:

@@ -168,7 +168,11 @@ def test_unknown_or_escaping_names_are_404_and_read_nothing(path, query_service)
 
 
 def raw_request(service, data: bytes, body_chunks=()) -> Tuple[int, bytes]:
-    """Sends raw bytes (then more chunks), returns the status code and the body."""
+    """Sends raw bytes (then more chunks); returns the response's status and body.
+
+    The response is read by its ``Content-Length``: a server that answers before it
+    read the whole request may keep the connection open.
+    """
     with socket.create_connection(service.host_port, timeout=60) as sock:
         sock.sendall(data)
         try:
@@ -177,15 +181,16 @@ def raw_request(service, data: bytes, body_chunks=()) -> Tuple[int, bytes]:
         except (BrokenPipeError, ConnectionResetError):
             pass                                     # the server answered and hung up
         response = b""
-        while True:
-            try:
-                block = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not block:
-                break
+        while b"\r\n\r\n" not in response:
+            block = sock.recv(65536)
+            assert block, f"connection closed before a response: {response!r}"
             response += block
-    head, _, body = response.partition(b"\r\n\r\n")
+        head, _, body = response.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            block = sock.recv(65536)
+            assert block, f"connection closed within the body: {response!r}"
+            body += block
     return int(head.split()[1]), body
 
 

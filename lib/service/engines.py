@@ -8,8 +8,9 @@ they started with. A version that fails verification or loading is refused: the
 error is logged and kept for ``/health``, and the old engine keeps answering.
 
 Reloads happen on ``POST /reload`` and, with ``service.watch_seconds`` > 0, when
-``dvc.lock`` or ``params.yaml`` changed and then stayed unchanged for one interval
-(a ``dvc repro`` or ``dvc pull`` that finished).
+``dvc.lock`` changed and then stayed unchanged for one interval (``dvc repro``
+writes it as each stage finishes; ``git pull`` + ``dvc pull`` or ``dvc checkout``
+bring another). ``params.yaml`` is read again on every reload.
 """
 import logging
 import threading
@@ -28,7 +29,7 @@ from lib.search import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
 
-WATCHED = ("dvc.lock", "params.yaml")            # files whose change means a new version
+WATCHED = "dvc.lock"                             # its change means a new version
 
 
 @dataclass(frozen=True)
@@ -135,34 +136,32 @@ class EngineHolder:
                 raise
             self._current = new
             self.last_error = None
-            logger.info("swapped in %s (was %s)", new.version.describe(),
-                        old.version.describe())
+            changed = sorted(key for key in set(new.version.hashes) | set(old.version.hashes)
+                             if new.version.hashes.get(key) != old.version.hashes.get(key))
+            logger.info("swapped in the new version (changed: %s): %s",
+                        ", ".join(changed) or "settings", new.version.describe())
             return "swapped", new
 
-    def stamp(self) -> Tuple[Optional[Tuple[int, int, int]], ...]:
-        """(mtime, size, inode) of each watched file, None where it is missing."""
-        stamps = []
-        for name in WATCHED:
-            try:
-                info = (self.root / name).stat()
-            except FileNotFoundError:
-                stamps.append(None)
-                continue
-            stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
-        return tuple(stamps)
+    def stamp(self) -> Optional[Tuple[int, int, int]]:
+        """(mtime, size, inode) of ``dvc.lock``, None while it is missing."""
+        try:
+            info = (self.root / WATCHED).stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_size, info.st_ino
 
     def watch(self, interval: float, stop: threading.Event) -> None:
-        """Reloads whenever the watched files changed and then stayed still for ``interval``.
+        """Reloads whenever ``dvc.lock`` changed and then stayed still for ``interval``.
 
         Runs until ``stop`` is set (in its own thread). A refused version is not
-        retried until the files change again.
+        retried until the file changes again.
         """
         seen = previous = self.stamp()
         while not stop.wait(interval):
             now = self.stamp()
             if now != seen and now == previous:
                 seen = now
-                logger.info("%s changed: loading the new version", " or ".join(WATCHED))
+                logger.info("%s changed: loading the new version", WATCHED)
                 try:
                     self.reload()
                 except UserError:

@@ -87,6 +87,7 @@ function searchFile(file) {
   queryUrl = URL.createObjectURL(file);
   const form = new FormData();
   form.append("image", file, file.name);
+  $("file").value = "";        // choosing the same file again searches again
   run(file.name, () => api(`/search?n=${count()}`, { method: "POST", body: form }), queryUrl);
 }
 
