@@ -10,6 +10,10 @@ from typing import List, Tuple
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.helpers import DATASET, pick_per_class
 
@@ -20,12 +24,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 if CHROMIUM is None or CHROMEDRIVER is None:
     pytest.skip("no headless browser: apt-get install chromium chromium-driver",
                 allow_module_level=True)
-
-# pylint: disable=wrong-import-position
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 PHOTO = DATASET / pick_per_class("test", 1, skip=1)[2][0]
 TIMEOUT = 120

@@ -103,7 +103,8 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         embedder: Embeds the queries; closed when the application shuts down.
         config: The workspace configuration (its ``serve`` and ``service`` sections).
     """
-    # pylint: disable=unused-variable  (route functions are registered by decorators)
+    # The route functions are registered by their decorators.
+    # pylint: disable=unused-variable
     settings = config.service
 
     @contextlib.asynccontextmanager
