@@ -215,3 +215,19 @@ def test_upload_over_the_limit_is_413_before_it_is_read(query_service):
     with httpx.Client(base_url=query_service.url) as client:
         assert client.get("/health").json()["status"] == "ok"
     assert "Traceback" not in query_service.log()
+
+
+def test_command_line_mistakes_are_one_line_and_fail_before_loading(query_service,
+                                                                    query_project):
+    _, port = query_service.host_port
+    cases = [(["--http", "q.jpg"], 2, "--http takes no query"),
+             (["--http", "-n", "3"], 2, "-n and --output do not apply to --http"),
+             (["q.jpg", "--port", "8000"], 2, "--host and --port go with --http"),
+             (["--http", "--port", "70000"], 2, "--port must be 0-65535"),
+             (["--http", "--port", str(port)], 1, "Address already in use"),
+             (["--http", "--host", "192.0.2.1"], 1, "cannot listen on 192.0.2.1")]
+    for args, status, words in cases:
+        proc = run(["python", "stages/serve.py", *args], query_project, check=False)
+        assert proc.returncode == status, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and words in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.startswith("serve.py: error: ") and proc.stdout == ""

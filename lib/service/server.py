@@ -1,10 +1,10 @@
 """Runs the service: load the pinned engine, bind the address, serve with uvicorn.
 
 ``python stages/serve.py --http [--host H] [--port P] [--rev REV] [--no-verify]``
-comes here. The engine is loaded (and verified) before the socket is bound, so the
-address answers only once the service is ready; the line ``serving N images on
-http://HOST:PORT/`` on stdout says so (with ``--port 0`` it names the port the system
-chose).
+comes here. The address is bound first (a port in use fails at once), the engine is
+loaded and verified, and only then does the socket listen: the address answers once
+the service is ready, which the line ``serving N images on http://HOST:PORT/`` on
+stdout says (with ``--port 0`` it names the port the system chose).
 """
 import errno
 import logging
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv4 or IPv6).
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6); uvicorn makes it listen.
 
     Raises:
         InputError: The address is in use, not local, or not allowed.
@@ -41,7 +41,6 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
-        sock.listen(128)
     except OSError as err:
         sock.close()
         fix = "pass another --port" if err.errno == errno.EADDRINUSE else \
@@ -70,11 +69,15 @@ def serve_http(params: Path, rev: Optional[str] = None, verify: bool = True,
     # pylint: disable=too-many-arguments
     config = load_config(params)
     settings = config.service
+    sock = bind(settings.host if host is None else host,
+                settings.port if port is None else port)
     holder = EngineHolder(params, rev=rev, verify=verify)
-    served = holder.start()
+    try:
+        served = holder.start()
+    except BaseException:
+        sock.close()
+        raise
     print(served.version.describe(), flush=True)
-    host = settings.host if host is None else host
-    sock = bind(host, settings.port if port is None else port)
     embedder = BatchingEmbedder(settings.batch_wait_ms / 1000)
     app = create_app(holder, embedder, config)
     stop = threading.Event()
