@@ -5,8 +5,9 @@ measures the embedding stage's own images/s on those photos in the same run (bef
 and after the loads, as the machine's load drifts), starts
 ``stages/serve.py --http`` on it, and then runs each client count for ``--seconds``:
 every client uploads real test photos in a loop (each goes through the real model).
-Reports queries/s, p50/p95/p99 latency, errors, the service's mean batch size, and its
-resident memory after warm-up and at the end. Prints a summary, writes JSON.
+Reports queries/s, p50/p95/p99 latency, errors, the service's mean batch size, its CPU
+time per query (against the embedding stage's per image: a ratio that machine load
+does not skew), and its resident memory during the loads. Prints a summary, writes JSON.
 
 Usage::
 
@@ -64,6 +65,13 @@ def rss_mib(pid: int) -> Dict[str, float]:
     return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, all its threads (user + system)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_service(project: Path, log: Path) -> tuple:
     """``serve.py --http --port 0 --no-verify`` on the project: (process, base URL)."""
     command = [sys.executable, str(ROOT / "stages" / "serve.py"), "--http", "--port", "0",
@@ -114,6 +122,7 @@ def load(url: str, photos: List[bytes], clients: int, seconds: float, top_n: int
     and the service's memory every tenth of the time."""
     # pylint: disable=too-many-arguments
     before = httpx.get(f"{url}/health").json()["batching"]
+    cpu = cpu_seconds(pid)
     stop = threading.Event()
     threads = [Client(url, photos, k * 7, top_n, stop) for k in range(clients)]
     start = time.perf_counter()
@@ -127,12 +136,15 @@ def load(url: str, photos: List[bytes], clients: int, seconds: float, top_n: int
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(pid) - cpu
     after = httpx.get(f"{url}/health").json()["batching"]
     latencies = np.array([value for thread in threads for value in thread.latencies])
     errors = [error for thread in threads for error in thread.errors]
     batches = after["batches"] - before["batches"]
     return {"clients": clients, "seconds": elapsed, "queries": int(latencies.size),
             "queries_per_s": latencies.size / elapsed,
+            "service_cpu_ms_per_query": 1e3 * cpu / max(latencies.size, 1),
+            "service_cores_used": cpu / elapsed,
             "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
             "p95_ms": 1e3 * float(np.percentile(latencies, 95)),
             "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
@@ -163,6 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
                       "vectors": work / "vectors.npy", "runtime": "auto"}
         embed = run_job("embed", embed_args)
         results["embedding_stage"] = {"images_per_s_before": embed["rows"] / embed["seconds"],
+                                      "cpu_ms_per_image": 1e3 * embed["cpu_seconds"]
+                                      / embed["rows"],
                                       "rows": embed["rows"], "runtime": embed["runtime"]}
         project = make_serve_project(work, args.n)
         photos = [path.read_bytes() for path in list_images(args.dataset / "test")[:64]]
@@ -200,13 +214,20 @@ def summarise(results: Dict[str, Any]) -> None:
                                      + stage["images_per_s_after"]) / 2
     print(f"embedding stage: {embed:.1f} img/s ({stage['runtime']}; "
           f"{stage['images_per_s_before']:.1f} before the loads, "
-          f"{stage['images_per_s_after']:.1f} after)")
+          f"{stage['images_per_s_after']:.1f} after), CPU "
+          f"{stage['cpu_ms_per_image']:.0f} ms per image")
     for row in results["loads"]:
         row["vs_embedding_stage"] = row["queries_per_s"] / embed
+        # Queries per CPU-second against the stage's images per CPU-second.
+        row["cpu_efficiency_vs_stage"] = stage["cpu_ms_per_image"] / \
+            row["service_cpu_ms_per_query"]
         print(f"{row['clients']} client(s): {row['queries_per_s']:.1f} q/s "
               f"({row['vs_embedding_stage']:.0%} of the embedding stage), p50 "
               f"{row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, p99 {row['p99_ms']:.0f} "
-              f"ms, mean batch {row['mean_batch']:.1f}, errors {row['errors']}, RSS "
+              f"ms, mean batch {row['mean_batch']:.1f}, errors {row['errors']}, service CPU "
+              f"{row['service_cpu_ms_per_query']:.0f} ms per query on "
+              f"{row['service_cores_used']:.2f} cores ({row['cpu_efficiency_vs_stage']:.0%} of "
+              "the stage's images per CPU-second), RSS "
               f"{row['rss_mib_during'][0]}-{row['rss_mib_during'][-1]} MiB")
     print(f"service RSS: {results['rss_start']['rss_mib']:.0f} MiB after warm-up, "
           f"{results['rss_end']['rss_mib']:.0f} MiB at the end; load average "
