@@ -23,5 +23,7 @@ lint: install
 bench: install
 	$(PY) -m bench --out bench/results/latest.json
 
+# DVC hashes data/master before any stage runs: refuse a FIFO there before it hangs DVC.
 repro: install
+	$(PY) stages/check_master.py
 	$(VENV)/bin/dvc repro

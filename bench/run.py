@@ -1,6 +1,6 @@
 """The benchmark: speed and peak memory of each stage, serving latency, search time.
 
-Runs on real photos from the clothing dataset (replicated by symbolic links to reach
+Runs on real photos from the clothing dataset (replicated by hard links to reach
 larger N), each measured job in its own process: its peak resident memory comes from
 the OS (``os.wait4`` rusage). Prints a summary and writes everything to a JSON file.
 
@@ -109,13 +109,18 @@ def run_job(job: str, args: Dict[str, Any], limit: Optional[float] = None) -> Di
 
 
 def make_master(dataset: Path, target: Path, count: int) -> None:
-    """``count`` photos of the dataset as symbolic links, replicated when it has fewer."""
+    """``count`` photos of the dataset as hard links (copies across file systems),
+    replicated when it has fewer. Not symbolic links: the ETL never follows those
+    (see ``lib.files``)."""
     photos = list_images(dataset)
     for i in range(count):
         source = photos[i % len(photos)]
         link = target / f"r{i // len(photos):03d}" / source.relative_to(dataset)
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(source)
+        try:
+            os.link(source, link)
+        except OSError:
+            shutil.copyfile(source, link)
 
 
 def make_large(dataset: Path, target: Path, count: int) -> None:

@@ -1,17 +1,21 @@
 """Saving and loading artifacts: atomic writes and safe, validated loads.
 
 Writes go to a temporary file beside the target and are renamed into place, so an
-interrupted stage never leaves a half-written file that looks complete. Loads never
-unpickle: NumPy arrays are read with ``allow_pickle=False``.
+interrupted stage never leaves a half-written file that looks complete. A stage killed
+outright (``kill -9``) leaves its temporaries (``.<name>.<random>.tmp*``, git-ignored);
+:func:`clean_leftovers` removes them at the stage's next run. A full disk is one line
+naming the file. Loads never unpickle: NumPy arrays are read with ``allow_pickle=False``.
 """
 import contextlib
+import errno
+import glob
 import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,22 +43,70 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
         The temporary path to write to. It does not exist yet.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}",
-                                    dir=target.parent)
+    with _disk_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}",
+                                        dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
     try:
-        yield tmp
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with _disk_errors(target):
+            yield tmp
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _disk_errors(target: Path) -> Iterator[None]:
+    """A full disk (or quota, or file size limit) while writing ``target``, as one line.
+
+    NumPy reports a short write without an errno ("1048576 requested and 262112
+    written"); that is a full disk too, and said so with the space left.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _DISK_FULL:
+            reason = os.strerror(err.errno)
+        elif err.errno is None and "written" in str(err):
+            free = shutil.disk_usage(target.parent).free
+            reason = f"short write, {free} bytes free ({' '.join(str(err).split())})"
+        else:
+            raise
+        raise ArtifactError(f"cannot write {target}: {reason} (in {target.parent.resolve()}): "
+                            "free some space and rerun; finished artifacts are kept") from err
+
+
+def clean_leftovers(*targets: PathLike) -> List[Path]:
+    """Removes the temporaries an interrupted write of ``targets`` left beside them.
+
+    Call it at the start of the stage that owns ``targets`` (DVC's repository lock
+    keeps two runs of a stage apart, so no temporary of a live write is removed).
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for target in map(Path, targets):
+        pattern = f".{glob.escape(target.name)}.*.tmp*"
+        for leftover in sorted(target.parent.glob(pattern)):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+            removed.append(leftover)
+            logger.info("removed %s, left over by an interrupted run", leftover)
+    return removed
 
 
 def save_npy(path: PathLike, array: np.ndarray) -> None:

@@ -116,6 +116,7 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     query_labels: str = setting("data/queries/labels.csv", str)
     metrics: str = setting("metrics/evaluation.json", str)
     pr_curve: str = setting("metrics/pr_curve.csv", str)
+    pr_curve_png: str = setting("metrics/pr_curve.png", str)
 
     def resolve(self, root: PathLike = ".") -> Dict[str, Path]:
         """Every path, by key, joined to ``root``."""

@@ -24,5 +24,33 @@ class ConfigError(UserError, ValueError):
 
 
 def one_line(err: BaseException) -> str:
-    """An exception's message on one line (its type name when it has none)."""
-    return " ".join(str(err).split()) or type(err).__name__
+    """An exception's message on one line (its type name when it has none).
+
+    Runs of whitespace become one space, and any other character that is not
+    printable (a terminal escape, say) is shown escaped, as :func:`printable` does.
+    """
+    return printable(" ".join(str(err).split())) or type(err).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a line-based output: one line, nothing a terminal interprets.
+
+    A backslash becomes ``\\\\``, and every character that is not printable (newline,
+    tab, carriage return, escape, other control or format characters, and the lone
+    surrogates that stand for bytes of a file name that are not valid UTF-8) becomes
+    its Python escape (``\\n``, ``\\x1b``, ``\\u200b``, ``\\udce9``). Printable text,
+    spaces and non-ASCII letters included, is unchanged, and the escaping is
+    unambiguous: the raw name can be recovered from what is printed.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    """One character of :func:`printable`'s output."""
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable():
+        return char
+    return char.encode("unicode_escape").decode("ascii")

@@ -3,10 +3,21 @@
 The feature-engineering stage (:func:`run_feature_engineering`) and the serving path
 both call :func:`preprocess`.
 """
+import functools
+
 import numpy as np
 
 from lib.artifacts import NpyRowReader, open_npy_writer
+from lib.cli import quiet_native_stderr
 from lib.errors import PathLike
+
+
+@functools.lru_cache(maxsize=None)
+def _preprocess_input():
+    """Keras' ResNet50 ``preprocess_input``, imported on first use (not with lib)."""
+    with quiet_native_stderr():
+        from keras.applications.resnet50 import preprocess_input  # pylint: disable=import-outside-toplevel
+    return preprocess_input
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
@@ -22,9 +33,7 @@ def preprocess(images: np.ndarray) -> np.ndarray:
         TypeError: Not a ``uint8`` array.
         ValueError: Not an (N, H, W, 3) batch.
     """
-    # Imported here so that importing lib does not start TensorFlow.
-    from keras.applications.resnet50 import preprocess_input  # pylint: disable=import-outside-toplevel
-
+    preprocess_input = _preprocess_input()
     if not isinstance(images, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(images).__name__}")
     if images.dtype != np.uint8:

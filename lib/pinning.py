@@ -13,20 +13,26 @@ their state-db-backed hashing, and ``dvc.api.DVCFileSystem``):
   the remote into a content-addressed folder and verified the same way.
 
 Any mismatch raises :class:`PinningError` with one line that names the artifact and
-the command that fixes it.
+the command that fixes it. The check runs under DVC's repository lock and what was
+checked is loaded from a private snapshot (:mod:`lib.integrity`), so a DVC command
+running meanwhile cannot make serving load a mix of versions; ``full=True`` re-hashes
+every byte instead of trusting DVC's stat cache.
 """
 import contextlib
 import logging
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import yaml
 
-from lib.config import Config, PathsConfig, parse_yaml
-from lib.errors import ConfigError, PathLike, UserError, one_line
+from lib.config import SECTIONS, Config, PathsConfig, parse_yaml
+from lib.errors import ConfigError, PathLike, one_line
+from lib.integrity import (LOCK_WAIT_S, PinningError, check_content, content_hash,
+                           refuse_hazards, release, repository_lock, snapshot)
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -39,10 +45,6 @@ SERVED = ("names", "vectors", "model", "images")
 OPTIONAL_SERVED = ("whitening",)
 # Where fetched revisions are kept, relative to the repository root (git-ignored).
 REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
-
-
-class PinningError(UserError, ValueError):
-    """The artifacts are not the versions recorded in ``dvc.lock``."""
 
 
 @dataclass(frozen=True)
@@ -77,62 +79,100 @@ class PinnedArtifacts:
         config: The configuration the artifacts were built with (``params.yaml`` of
             the revision, or of the workspace).
         version: Which version this is.
+        snapshot: The private folder ``paths`` point into (verified workspace
+            artifacts), removed by :meth:`release`; None when there is none.
     """
 
     paths: Dict[str, Path]
     config: Config
     version: ServingVersion
+    snapshot: Optional[Path] = None
+
+    def release(self) -> None:
+        """Removes the private snapshot; call it once the engine has loaded the artifacts
+        (their memory maps stay valid). Snapshots of processes that are gone are removed
+        at the next pin anyway."""
+        release(self.snapshot)
+
+    def __enter__(self) -> "PinnedArtifacts":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
 
 def pin(root: PathLike, config: Config, rev: Optional[str] = None,
-        verify: bool = True) -> PinnedArtifacts:
+        verify: bool = True, full: bool = False) -> PinnedArtifacts:
     """The artifacts to serve: a revision's, the verified workspace's, or unchecked ones.
 
     Args:
         root: The repository root.
-        config: The configuration of that root's ``params.yaml``.
+        config: The configuration serving uses (its ``params.yaml``, or ``--params``).
         rev: A git revision to serve instead of the workspace.
         verify: Check the workspace against ``dvc.lock`` (or re-hash a revision's
             already fetched artifacts).
+        full: Full verification: hash every byte of the served artifacts instead of
+            trusting DVC's stat cache (catches a corrupted DVC cache object that was
+            checked out; costs a read of every served file).
     """
     if rev is not None:
-        return pin_revision(root, rev, verify=verify)
-    if verify:
-        return verify_workspace(root, config)
+        return pin_revision(root, rev, verify=verify or full, full=full)
+    if verify or full:
+        return verify_workspace(root, config, full=full)
     return unverified(root, config)
 
 
-def verify_workspace(root: PathLike, config: Config) -> PinnedArtifacts:
+def verify_workspace(root: PathLike, config: Config, full: bool = False,
+                     lock_wait_s: float = LOCK_WAIT_S) -> PinnedArtifacts:
     """Checks that the workspace's served artifacts are the versions in ``dvc.lock``.
 
-    Call it once per loaded engine, before loading.
+    Call it once per loaded engine, before loading, and load from the paths it
+    returns: a private snapshot of the files it checked, taken under DVC's repository
+    lock (call :meth:`PinnedArtifacts.release` once loaded).
 
     Args:
         root: The repository root (holding ``dvc.yaml``, ``dvc.lock``, ``params.yaml``).
-        config: The configuration of that root's ``params.yaml``.
+        config: The configuration serving uses; the settings the served stages were
+            built with (as ``dvc.lock`` records them) must be equal in it.
+        full: Hash every byte instead of trusting DVC's stat cache.
+        lock_wait_s: How long to wait for a running DVC command.
 
     Returns:
-        The artifact paths and their version.
+        The artifact paths (in the snapshot) and their version.
 
     Raises:
-        PinningError: An artifact is missing, edited, not recorded, or the pipeline
-            that built it is half-built or stale.
+        PinningError: An artifact is missing, edited, not recorded, the pipeline that
+            built it is half-built or stale, ``config`` differs from the settings it
+            was built with, or a DVC command held the lock too long.
     """
     root = Path(root).resolve()
-    with _open_repo(root) as repo:
+    with _open_repo(root) as repo, repository_lock(repo, lock_wait_s):
         outs = _served_outputs(repo, config.paths)
+        stages = _upstream_stages(repo, outs)
+        # Before DVC opens anything: a FIFO would block it for ever.
+        refuse_hazards(root, [root / _relpath(repo, item) for stage in stages
+                              for item in list(stage.deps) + list(stage.outs)
+                              if _is_path_dep(item)])
         for key, out in outs.items():
             _check_workspace_output(key, out)
-        stages = _upstream_stages(repo, outs)
         _check_consistent_build(repo, stages)
         _check_inputs_unchanged(repo, stages)
+        _check_settings(repo, stages, config)
         version = _version(repo, outs, "workspace")
-    paths = {key: root / _relpath(repo, out) for key, out in outs.items()}
-    return PinnedArtifacts(paths=paths, config=config, version=version)
+        folder, paths = snapshot(root, {key: root / _relpath(repo, out)
+                                        for key, out in outs.items()})
+        try:
+            for key, out in (outs.items() if full else ()):
+                check_content(repo, f"{_relpath(repo, out)} ({key})", paths[key],
+                              str(out.hash_info.value))
+        except BaseException:
+            release(folder)
+            raise
+    return PinnedArtifacts(paths=paths, config=config, version=version, snapshot=folder)
 
 
 def pin_revision(root: PathLike, rev: str, verify: bool = True,
-                 cache_dir: Optional[PathLike] = None) -> PinnedArtifacts:
+                 cache_dir: Optional[PathLike] = None, full: bool = False) -> PinnedArtifacts:
     """Fetches the served artifacts recorded at a git revision, without a checkout.
 
     Artifacts come through ``DVCFileSystem`` (the DVC cache, else the default remote)
@@ -143,6 +183,7 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
         rev: A git tag, branch or commit.
         verify: Re-hash artifacts already fetched (fresh fetches are always hashed).
         cache_dir: Where fetched artifacts are kept; default ``.dvc/tmp/serve-revs``.
+        full: Hash every byte, not trusting DVC's stat cache for fetched copies.
 
     Returns:
         Local paths of the artifacts, the configuration of that revision, and its
@@ -159,6 +200,7 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
 
     root = Path(root).resolve()
     cache = Path(cache_dir) if cache_dir is not None else root / REV_CACHE
+    _check_commit(root, rev)
     try:
         dvcfs = DVCFileSystem(str(root), rev=rev)
         repo = dvcfs.repo
@@ -177,11 +219,27 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
             raise PinningError(str(err)) from err
         outs = _served_outputs(repo, config.paths, where=f"dvc.lock at revision {rev!r}")
         _check_consistent_build(repo, _upstream_stages(repo, outs), where=f"revision {rev!r}")
-        paths = {key: _fetch(dvcfs, repo, out, cache, verify, rev) for key, out in outs.items()}
+        paths = {key: _fetch(dvcfs, repo, out, cache, verify, rev, full)
+                 for key, out in outs.items()}
         version = _version(repo, outs, rev)
     finally:
         dvcfs.close()
     return PinnedArtifacts(paths=paths, config=config, version=version)
+
+
+def _check_commit(root: Path, rev: str) -> None:
+    """``rev`` must name a commit (a tag, branch or commit id), not a tree or a file."""
+    if not rev.strip():
+        raise PinningError("--rev is empty: give a git tag, branch or commit")
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--end-of-options",
+                               f"{rev}^{{commit}}"], cwd=root, capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise PinningError(f"cannot run git to resolve revision {rev!r}: {one_line(err)}") from err
+    if proc.returncode != 0:
+        raise PinningError(f"unknown Git revision {rev!r}: it does not name a commit of "
+                           f"{root} (give a tag, branch or commit id, e.g. HEAD or v1)")
 
 
 def _open_repo(root: Path) -> "Repo":
@@ -234,6 +292,16 @@ def _stages(repo: "Repo") -> List[Any]:
 def _check_workspace_output(key: str, out) -> None:
     """Hashes a served output with DVC (stat cache first) against its recorded hash."""
     if not out.exists:
+        remote, held = _remote_holds(out)
+        if held:
+            raise PinningError(f"{out} ({key}) is missing from the workspace: run `dvc pull` "
+                               f"to fetch the version recorded in dvc.lock (the DVC remote "
+                               f"'{remote}' has it)")
+        if held is False:
+            where = (f"the DVC remote '{remote}' does not have it" if remote else
+                     "no DVC remote is set")
+            raise PinningError(f"{out} ({key}) is missing from the workspace and {where}: "
+                               "run `dvc repro` to build it")
         raise PinningError(f"{out} ({key}) is missing from the workspace: run `dvc pull` "
                            "to fetch the version recorded in dvc.lock, or `dvc repro` to "
                            "build it")
@@ -243,6 +311,32 @@ def _check_workspace_output(key: str, out) -> None:
                            f"{_short(actual.value)} found, {_short(out.hash_info.value)} "
                            "recorded): run `dvc pull` to restore the recorded version, or "
                            "`dvc repro` to rebuild")
+
+
+def _remote_holds(out) -> Tuple[Optional[str], Optional[bool]]:
+    """(default remote's name, whether it holds the output's recorded version).
+
+    One existence check of the recorded object (a folder's ``.dir`` listing) in the
+    remote's storage. The answer is ``(None, False)`` when no remote is set, and
+    ``(name, None)`` when the remote cannot be asked (unreachable, misconfigured).
+    """
+    # pylint: disable=import-outside-toplevel
+    from dvc.config import NoRemoteError
+    from dvc.exceptions import DvcException
+    cloud = out.repo.cloud
+    try:
+        name = cloud.get_remote(command="pull").name
+    except NoRemoteError:
+        return None, False
+    except DvcException as err:
+        logger.debug("the default DVC remote cannot be opened: %s", err)
+        return None, None
+    try:
+        odb = cloud.get_remote_odb(name, command="pull", hash_name=out.hash_info.name)
+        return name, bool(odb.exists(out.hash_info.value))
+    except (DvcException, OSError) as err:
+        logger.debug("cannot ask the DVC remote %r for %s: %s", name, out, err)
+        return name, None
 
 
 def _upstream_stages(repo: "Repo", outs: Mapping[str, Any]) -> List[Any]:
@@ -309,6 +403,39 @@ def _check_inputs_unchanged(repo: "Repo", stages: List[Any]) -> None:
                                    "`dvc pull` if dvc.lock was updated elsewhere)")
 
 
+def _check_settings(repo: "Repo", stages: List[Any], config: Config) -> None:
+    """Serving's settings must equal the params ``dvc.lock`` records for the stages.
+
+    With the tracked ``params.yaml`` DVC's own status check already ensures it; this
+    catches ``--params other.yaml`` (its query transform would differ from the
+    collection's while ``dvc.lock`` still matches ``params.yaml``).
+    """
+    for stage in stages:
+        for dep in stage.deps:
+            if _is_path_dep(dep) or not dep.hash_info or not isinstance(dep.hash_info.value,
+                                                                           dict):
+                continue
+            for key, recorded in dep.hash_info.value.items():
+                for name, was, now in _differences(str(key), recorded, config):
+                    raise PinningError(
+                        f"the serving params set {name} to {now!r}, but the artifacts were "
+                        f"built with {was!r} (dvc.lock, stage {_label(repo, stage)}): serve "
+                        "with the params file they were built with, or build them with "
+                        "these settings (`dvc repro`)")
+
+
+def _differences(key: str, recorded: Any, config: Config) -> Iterator[tuple]:
+    """``(name, recorded, configured)`` of each setting under a recorded params key."""
+    section, _, leaf = key.partition(".")
+    if section not in SECTIONS:
+        return
+    values = getattr(config, section).to_dict()
+    items = {leaf: recorded} if leaf else dict(recorded) if isinstance(recorded, dict) else {}
+    for name, was in items.items():
+        if name in values and values[name] != was:
+            yield f"{section}.{name}", was, values[name]
+
+
 def _label(repo: "Repo", stage) -> str:
     """A stage's name in messages: ``'etl'``, or the ``.dvc`` file of a data source."""
     name = getattr(stage, "name", None)
@@ -341,7 +468,8 @@ def _version(repo: "Repo", outs: Mapping[str, Any], source: str) -> ServingVersi
                           hashes=hashes)
 
 
-def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Path:
+def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str,  # pylint: disable=too-many-arguments
+           full: bool = False) -> Path:
     """One output at a revision, fetched once into ``cache/<md5>/<name>`` and verified."""
     # pylint: disable=import-outside-toplevel
     from dvc.exceptions import DvcException
@@ -352,7 +480,7 @@ def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Pat
     if target.exists():
         if verify:
             _check_hash(repo, target, expected, f"{target} (cached copy of {relpath} at "
-                        f"{rev!r})", "delete it to fetch it again")
+                        f"{rev!r})", "delete it to fetch it again", full)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _scratch(target.parent) as scratch:
@@ -370,15 +498,22 @@ def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str) -> Pat
     return target
 
 
-def _check_hash(repo: "Repo", path: Path, expected, what: str, remedy: str) -> None:
-    """Hashes a local file or folder with DVC and compares it with ``expected``."""
+def _check_hash(repo: "Repo", path: Path, expected, what: str, remedy: str,  # pylint: disable=too-many-arguments
+                full: bool = False) -> None:
+    """Hashes a local file or folder with DVC and compares it with ``expected``.
+
+    DVC's stat cache answers for files it has hashed before, unless ``full``.
+    """
     # pylint: disable=import-outside-toplevel
     from dvc_data.hashfile.build import build
     from dvc.fs import LocalFileSystem
-    _, _, obj = build(repo.cache.local, str(path), LocalFileSystem(), expected.name,
-                      dry_run=True)
-    if obj.hash_info.value != expected.value:
-        raise PinningError(f"{what} has md5 {_short(obj.hash_info.value)}, dvc.lock records "
+    if full:
+        value = content_hash(repo, path, expected.name)
+    else:
+        value = build(repo.cache.local, str(path), LocalFileSystem(), expected.name,
+                      dry_run=True)[2].hash_info.value
+    if value != expected.value:
+        raise PinningError(f"{what} has md5 {_short(value)}, dvc.lock records "
                            f"{_short(expected.value)}: {remedy}")
 
 

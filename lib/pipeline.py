@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Tuple
 import cv2
 import numpy as np
 
-from lib.artifacts import NpyRowReader, open_npy_writer, save_json, save_npy
+from lib.artifacts import NpyRowReader, clean_leftovers, open_npy_writer, save_json, save_npy
 from lib.config import EtlConfig
-from lib.errors import InputError, PathLike
-from lib.images import ImageReadError, list_images, load_image
+from lib.errors import InputError, PathLike, printable
+from lib.images import ImageReadError, load_image, scan_images
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,38 @@ def _name_of(path: Path, master: Path) -> Tuple[str, str]:
     return name, ""
 
 
+def _collection(master: Path) -> Tuple[List[Path], List[Dict[str, str]], int]:
+    """The files to read, the entries skipped (logged) with reasons, and the count of both.
+
+    Raises:
+        InputError: ``master`` is missing or holds no image file.
+    """
+    found, refused = scan_images(master)
+    if not found:
+        raise InputError(f"no image files found under {master}"
+                         + (f"; skipped: {refused[0].reason}" if refused else ""))
+    skipped = [{"name": _name_of(entry.path, master)[0], "reason": entry.reason}
+               for entry in refused]
+    files = []
+    for path in found:
+        name, problem = _name_of(path, master)
+        if problem:
+            skipped.append({"name": name, "reason": problem})
+        else:
+            files.append(path)
+    for item in skipped:
+        logger.warning("skipping %s", printable(item["reason"]))
+    return files, skipped, len(found) + len(refused)
+
+
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             report_out: PathLike, config: EtlConfig) -> Dict[str, Any]:
     """Reads every image under ``master`` and writes the resized RGB array and names.
 
     Unreadable files are logged, skipped and listed with their reason in the report;
-    one bad file never stops the stage.
+    one bad file never stops the stage. So are the entries the special-files policy
+    leaves out (:mod:`lib.files`: symbolic links, FIFOs, sockets, devices). Names are
+    kept raw in the artifacts; the log shows them escaped (:func:`printable`).
 
     Args:
         master: Folder of photos, searched recursively.
@@ -75,22 +101,14 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         InputError: ``master`` is missing, or holds no readable image.
     """
     master = Path(master)
-    found = list_images(master)
+    files, skipped, found = _collection(master)
     workers, chunk_size = config.workers, config.chunk_size
-    if not found:
-        raise InputError(f"no image files found under {master}")
     side = config.image_size
     names: List[str] = []
-    skipped: List[Dict[str, str]] = []
-    files = []
-    for path in found:
-        name, problem = _name_of(path, master)
-        if problem:
-            logger.warning("skipping %s", problem)
-            skipped.append({"name": name, "reason": problem})
-        else:
-            files.append(path)
-    tmp_rows = Path(images_out).with_name(Path(images_out).name + ".rows.npy")
+    # Named like lib.artifacts.atomic_path's temporaries, so that the next run of the
+    # stage removes it if this one is killed (lib.artifacts.clean_leftovers).
+    tmp_rows = Path(images_out).with_name(f".{Path(images_out).name}.rows.tmp.npy")
+    clean_leftovers(tmp_rows)
     with open_npy_writer(tmp_rows, (len(files), side, side, 3), np.uint8) as rows:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(files), chunk_size):
@@ -98,7 +116,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
                 for path, result in pool.map(lambda p: _load_one(p, config), chunk):
                     name = path.relative_to(master).as_posix()
                     if isinstance(result, str):
-                        logger.warning("skipping %s", result)
+                        logger.warning("skipping %s", printable(result))
                         skipped.append({"name": name, "reason": result})
                         continue
                     rows[len(names)] = result                      # (S, S, 3) RGB
@@ -106,7 +124,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
                 logger.info("ETL: %d/%d files", min(start + chunk_size, len(files)), len(files))
     try:
         if not names:
-            raise InputError(f"none of the {len(found)} image files under {master} is "
+            raise InputError(f"none of the {found} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
         if len(names) == len(files):       # nothing skipped: the rows file is the output
             os.replace(tmp_rows, images_out)
@@ -120,7 +138,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         tmp_rows.unlink(missing_ok=True)
     save_npy(names_out, np.array(names, dtype=np.str_))
     skipped.sort(key=lambda item: item["name"])
-    report = {"files_found": len(found), "images_kept": len(names),
+    report = {"files_found": found, "images_kept": len(names),
               "files_skipped": len(skipped), "skipped": skipped}
     save_json(report_out, report)
     logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))

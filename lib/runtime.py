@@ -5,31 +5,36 @@ share. ``openvino`` converts the Keras model in memory and compiles it for the C
 fp32 (about twice as fast on a CPU; vectors equal to the Keras model's to cosine >=
 0.99999, which the tests check). The Keras ``.keras`` file stays the only artifact of
 record: the conversion happens at load time, and its result is kept in a cache keyed
-by the SHA-256 of ``model.keras`` (``$IMAGE_SEARCH_CACHE``, default
-``~/.cache/image-search``; set it empty to switch the cache off), so a changed model
-can never meet a stale conversion.
+by the SHA-256 of the ``model.keras`` bytes the Keras model was loaded from (not of
+whatever file is on disk later; ``$IMAGE_SEARCH_CACHE``, default
+``~/.cache/image-search``; set it empty to switch the cache off). Each entry records
+that digest and its files' digests (:mod:`lib.convcache`), so a stale, foreign or
+damaged entry is never used.
 """
-import hashlib
+import functools
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from lib.artifacts import atomic_path
+from lib.cli import quiet_native_stderr
 from lib.config import ModellingConfig
+from lib.convcache import read_entry, write_entry
 from lib.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "IMAGE_SEARCH_CACHE"
+OPENVINO_FILES = ("model.xml", "model.bin")
 
 
 def tf_forward(model, input_shape: tuple):
     """A traced TensorFlow function of a Keras model (several times faster than predict)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -44,15 +49,25 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def _openvino():
     """Imports OpenVINO lazily (it is optional)."""
-    import openvino  # pylint: disable=import-outside-toplevel
+    with quiet_native_stderr():
+        import openvino  # pylint: disable=import-outside-toplevel
     return openvino
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow():
+    """Imports TensorFlow lazily, without its native start-up lines in quiet runs."""
+    with quiet_native_stderr():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
 
 
 def gpu_available() -> bool:
     """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     return bool(tf.config.list_physical_devices("GPU"))
 
 
@@ -90,34 +105,35 @@ def openvino_cache_dir() -> Optional[Path]:
     return Path(value).expanduser() if value else None
 
 
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _openvino_model(core, model, source_sha256: Optional[str]):
+    """The OpenVINO model of a Keras model: from the cache, or converted (and cached).
 
-
-def _openvino_model(core, model, source: Optional[Path]):
-    """The OpenVINO model of a Keras model: from the cache, or converted (and cached)."""
+    Args:
+        core: The OpenVINO core.
+        model: The Keras model.
+        source_sha256: SHA-256 of the ``.keras`` bytes ``model`` was loaded from (the
+            cache key); None converts without the cache.
+    """
     openvino = _openvino()
     cache = openvino_cache_dir()
-    if source is None or cache is None:
+    if source_sha256 is None or cache is None:
         return openvino.convert_model(model)
     version = re.sub(r"[^\w.-]", "_", openvino.get_version())
-    folder = cache / "openvino" / f"{_file_sha256(source)}-{version}"
-    xml = folder / "model.xml"
-    if xml.is_file():
-        try:
-            return core.read_model(xml)
+    folder = cache / "openvino" / f"{source_sha256}-{version}"
+    files = read_entry(folder, source_sha256, OPENVINO_FILES)
+    if files is not None:
+        try:                        # the bytes just checked against the manifest
+            return core.read_model(files["model.xml"], files["model.bin"])
         except RuntimeError as err:
-            logger.warning("converting again: cached %s is unreadable (%s)", xml, err)
+            logger.warning("converting again: cached %s is unreadable (%s)", folder, err)
     converted = openvino.convert_model(model)
     try:
-        with atomic_path(folder) as tmp:
-            tmp.mkdir()
-            openvino.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=folder.parent) as scratch:
+            openvino.save_model(converted, Path(scratch) / "model.xml", compress_to_fp16=False)
+            write_entry(folder, source_sha256,
+                        {name: Path(scratch) / name for name in OPENVINO_FILES},
+                        {"openvino": openvino.get_version()})
     except (OSError, RuntimeError) as err:
         logger.warning("cannot cache the converted model in %s: %s", folder, err)
     return converted
@@ -130,9 +146,9 @@ class OpenVinoForward:
     mode); a few images run as one request in latency mode.
     """
 
-    def __init__(self, model, batch_size: int, source: Optional[Path] = None):
+    def __init__(self, model, batch_size: int, source_sha256: Optional[str] = None):
         self._core = _openvino().Core()
-        self._model = _openvino_model(self._core, model, source)
+        self._model = _openvino_model(self._core, model, source_sha256)
         self._batch_size = batch_size
         self._compiled: Dict[str, Any] = {}
 

@@ -9,7 +9,7 @@ from lib.artifacts import ArtifactError, load_npy
 from lib.config import Config, EtlConfig
 from lib.errors import PathLike
 from lib.features import preprocess
-from lib.images import decode_image, etl_transform, read_image
+from lib.images import decode_with, etl_transform, read_image
 from lib.similarity import get_cosine_similarity, l2_normalize, top_k
 from lib.vectorizer import Vectorizer
 from lib.whitening import Whitening, load_whitening
@@ -142,8 +142,7 @@ class ImageSearchEngine:
             (H, W, 3) ``uint8`` BGR.
         """
         if isinstance(query, bytes):
-            return decode_image(query, self.etl_config.max_pixels, source=source,
-                                min_side=self.etl_config.decode_min_side)
+            return decode_with(query, self.etl_config, source)
         return read_image(query, self.etl_config)
 
     def prepare(self, query: Query) -> np.ndarray:

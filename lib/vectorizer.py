@@ -5,13 +5,18 @@ each query with :meth:`Vectorizer.transform`. Both go through the same
 :class:`Vectorizer`, loaded from the same saved artifact and run by the runtime that
 :func:`lib.runtime.choose_runtime` picks.
 """
+import json
 import logging
+import tempfile
+import re
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
 from lib.artifacts import ArtifactError, NpyRowReader, atomic_path, open_npy_writer
+from lib.convcache import sha256_hex
 from lib.errors import PathLike
 from lib.resnet import load_keras_model
 from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
@@ -19,6 +24,9 @@ from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"  # inside the vectorizer_model directory
+METADATA_FILE = "metadata.json"  # inside the .keras archive
+CONFIG_FILE = "config.json"      # inside the .keras archive
+_SHARED_ID = re.compile(rb'"shared_object_id": (\d+)')
 
 
 class Vectorizer:
@@ -28,18 +36,18 @@ class Vectorizer:
         model: A Keras model mapping (N, S, S, 3) ``float32`` to (N, D).
         batch_size: Images per forward pass.
         runtime: ``auto``, ``openvino`` or ``tensorflow`` (see :func:`choose_runtime`).
-        source: The saved ``model.keras`` the model was loaded from, if any (keys the
-            cache of its OpenVINO conversion).
+        source_sha256: SHA-256 of the saved ``model.keras`` bytes the model was loaded
+            from, if any (keys the cache of its OpenVINO conversion).
     """
 
     def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
-                 source: Optional[Path] = None):
+                 source_sha256: Optional[str] = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
         self.batch_size = batch_size
         self.runtime = choose_runtime(runtime)
-        self.source = source
+        self.source_sha256 = source_sha256
         self._forward = None
         self._openvino: Optional[OpenVinoForward] = None
 
@@ -80,7 +88,8 @@ class Vectorizer:
         out = np.empty((images.shape[0], self.dim), dtype=np.float32)  # (N, D)
         if self.runtime == "openvino":
             if self._openvino is None:
-                self._openvino = OpenVinoForward(self.model, self.batch_size, self.source)
+                self._openvino = OpenVinoForward(self.model, self.batch_size,
+                                                self.source_sha256)
             self._openvino(np.ascontiguousarray(images, dtype=np.float32), out)
             return out
         forward = self._compiled()
@@ -93,16 +102,23 @@ class Vectorizer:
         """Saves the model with Keras ``Model.save()`` defaults into ``directory``.
 
         Keras 3's default format is the ``.keras`` archive, so the artifact is a
-        directory holding ``model.keras``. The write is atomic.
+        directory holding ``model.keras``. The write is atomic, and reproducible: the
+        same model gives the same bytes (see :func:`_reproducible_archive`), so a
+        rebuild on another machine or clone leaves ``dvc.lock`` as it was.
         """
         with atomic_path(directory) as tmp:
             tmp.mkdir()
             self.model.save(tmp / MODEL_FILE)
+            _reproducible_archive(tmp / MODEL_FILE)
 
     @classmethod
     def load(cls, directory: PathLike, batch_size: int = 32,
              expected_dim: Optional[int] = None, runtime: str = "auto") -> "Vectorizer":
         """Loads a saved vectorizer model with Keras safe mode (no code from the file).
+
+        ``model.keras`` is read once; its bytes are hashed (the key of the OpenVINO
+        conversion cache) and the model is loaded from a private copy of those very
+        bytes, so whatever replaces the file meanwhile, the key names what was loaded.
 
         Raises:
             ArtifactError: Missing, unreadable, or not an image-to-vector model.
@@ -110,12 +126,57 @@ class Vectorizer:
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise ArtifactError(f"vectorizer model {path} is missing")
-        model = load_keras_model(path)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ArtifactError(f"vectorizer model {path} cannot be read: "
+                                f"{err.strerror}") from err
+        with tempfile.TemporaryDirectory(prefix="image-search-model-") as private:
+            copy = Path(private) / MODEL_FILE
+            copy.write_bytes(data)
+            model = load_keras_model(copy, shown_as=path)
         out_shape = tuple(model.output_shape)
         if expected_dim is not None and out_shape[1] != expected_dim:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
-        return cls(model, batch_size=batch_size, runtime=runtime, source=path)
+        return cls(model, batch_size=batch_size, runtime=runtime,
+                   source_sha256=sha256_hex(data))
+
+
+def _renumber_shared_ids(config: bytes) -> bytes:
+    """``config.json`` with its ``shared_object_id`` values renumbered 1, 2, ... in order."""
+    numbers: Dict[bytes, bytes] = {}
+
+    def number(match: "re.Match[bytes]") -> bytes:
+        new = numbers.setdefault(match.group(1), str(len(numbers) + 1).encode())
+        return b'"shared_object_id": ' + new
+
+    return _SHARED_ID.sub(number, config)
+
+
+def _reproducible_archive(path: Path) -> None:
+    """Rewrites a saved ``.keras`` archive so that the same model gives the same bytes.
+
+    Keras stamps the archive's entries and ``metadata.json`` (``date_saved``, never
+    read back) with the save time, and ``config.json`` links shared objects by their
+    Python ``id()`` (``shared_object_id``), a memory address. The stamps are dropped
+    and the ids renumbered 1, 2, ... in order of first appearance (equal ids stay
+    equal, so loading links the same objects). Everything else is kept: names, order,
+    contents and compression of the entries.
+    """
+    rewritten = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == METADATA_FILE:
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif entry.filename == CONFIG_FILE:
+                data = _renumber_shared_ids(data)
+            target.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                            data, compress_type=entry.compress_type)
+    rewritten.replace(path)
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,

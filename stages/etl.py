@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import clean_leftovers
 from lib.config import load_config
 from lib.pipeline import run_etl
 
@@ -32,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params and runs the ETL."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    clean_leftovers(args.images, args.names, args.report)
     run_etl(args.master, args.images, args.names, args.report, load_config(args.params).etl)
     return 0
 

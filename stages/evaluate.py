@@ -4,11 +4,12 @@ Each query of the CSV (columns ``path,label``, paths relative to the CSV's folde
 embedded and ranked by the engine serving uses, with the same ETL, saved model,
 whitening and query expansion. The relevant images of a query are the collection
 images whose first folder is its label. Writes mean average precision, P@1, P@5,
-P@10 and R@10 as JSON (DVC metrics) and the precision-recall curve as CSV (DVC plots).
+P@10 and R@10 as JSON (DVC metrics) and the precision-recall curve as CSV and as a PNG
+picture (DVC plots; the picture needs no internet to view).
 
 Usage (as ``dvc.yaml`` runs it)::
 
-    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV
+    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV PR_CURVE_PNG
 """
 import argparse
 import sys
@@ -19,8 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import clean_leftovers
 from lib.evaluation import evaluate_engine, read_query_set, write_results
 from lib.config import load_config
+from lib.plot import render_pr_curve
 from lib.search import ImageSearchEngine
 
 
@@ -30,6 +33,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("queries", type=Path, help="labelled query set, CSV path,label")
     parser.add_argument("metrics", type=Path, help="output metrics JSON")
     parser.add_argument("curve", type=Path, help="output precision-recall curve CSV")
+    parser.add_argument("picture", type=Path, help="output precision-recall curve PNG")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file; artifact paths are relative to its folder")
     return parser.parse_args(argv)
@@ -39,6 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine as serving does, ranks every query, writes the metrics."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    clean_leftovers(args.metrics, args.curve)
     config = load_config(args.params)
     queries = read_query_set(args.queries)
     # DVC runs this stage on the artifacts it has just built: the workspace's own.
@@ -46,6 +51,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     engine = ImageSearchEngine.from_config(config, paths, with_images=False)
     metrics, curve = evaluate_engine(engine, queries)
     write_results(metrics, curve, args.metrics, args.curve)
+    render_pr_curve(curve, args.picture, f"Precision-recall (interpolated), mean over "
+                    f"{metrics['queries_evaluated']} queries: mAP {metrics['mAP']:.3f}, "
+                    f"P@5 {metrics['P@5']:.3f}")
     print(" ".join(f"{key}={metrics[key]:.4f}" for key in ("mAP", "P@1", "P@5", "P@10", "R@10")))
     return 0
 

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import clean_leftovers
 from lib.features import run_feature_engineering
 from lib.config import load_config
 
@@ -30,6 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params and runs feature engineering."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    clean_leftovers(args.features)
     config = load_config(args.params).feature_engineering
     run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size)
     return 0

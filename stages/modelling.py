@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import clean_leftovers
 from lib.config import load_config
 from lib.resnet import ResNet50Helper
 from lib.vectorizer import Vectorizer, run_embedding
@@ -35,6 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params, saves the model, embeds the feature store."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    clean_leftovers(args.vectors, args.model)
     config = load_config(args.params)
     modelling = config.modelling
     helper = ResNet50Helper.from_config(modelling, config.etl)

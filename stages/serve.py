@@ -7,8 +7,11 @@ similarity, after the saved PCA whitening and with the query expansion that
 rank, score and name, and writes a picture of the results.
 
 Before loading, the artifacts are checked against the versions recorded in
-``dvc.lock`` (``--no-verify`` skips that); ``--rev`` serves the artifacts recorded
-at any git revision, fetched through DVC without a checkout.
+``dvc.lock``, under DVC's repository lock, and loaded from a private snapshot of what
+was checked (``--verify-full`` hashes every byte instead of trusting DVC's stat cache;
+``--no-verify`` skips the check); ``--rev`` serves the artifacts recorded at any git
+revision, fetched through DVC without a checkout. Image names are printed escaped
+(:func:`lib.errors.printable`), so each result is one line whatever the file names.
 
 Warm mode (``-`` as the query) loads everything once, then answers one query path per
 line of stdin, each with a result block ended by an empty line; a bad query gets a
@@ -19,9 +22,11 @@ one-line ``error:`` block and the loop goes on.
 
 Usage::
 
-    python stages/serve.py QUERY [-n N] [--output result.png] [--rev REV] [--no-verify]
+    python stages/serve.py QUERY [-n N] [--output result.png] [--rev REV]
+                           [--verify-full | --no-verify]
     printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--output result.png]
-    python stages/serve.py --http [--host 127.0.0.1] [--port 8000] [--rev REV] [--no-verify]
+    python stages/serve.py --http [--host 127.0.0.1] [--port 8000] [--rev REV]
+                           [--verify-full | --no-verify]
 """
 import argparse
 import sys
@@ -35,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.config import load_config
-from lib.errors import UserError, one_line
-from lib.images import read_file
+from lib.errors import UserError, one_line, printable
+from lib.images import decode_with, max_file_bytes, read_file
 from lib.pinning import pin
-from lib.render import render_results
+from lib.render import query_caption, render_results
 from lib.search import ImageSearchEngine
 
 STDIN = Path("-")
@@ -60,8 +65,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rev", default=None,
                         help="serve the artifacts recorded at this git tag, branch or "
                              "commit (fetched from the DVC cache or remote, no checkout)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip checking the artifacts against dvc.lock")
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument("--verify-full", action="store_true",
+                       help="hash every byte of the artifacts instead of trusting DVC's stat "
+                            "cache (catches a corrupted DVC cache object; reads every file)")
+    check.add_argument("--no-verify", action="store_true",
+                       help="skip checking the artifacts against dvc.lock")
     http = parser.add_argument_group("HTTP service")
     http.add_argument("--http", action="store_true",
                       help="run the search service and its web page (until Ctrl-C)")
@@ -85,8 +94,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def format_results(results: List[Tuple[float, str]]) -> str:
-    """One line per match: rank, cosine score with 4 decimals, image name."""
-    return "\n".join(f"{rank:>3}  {score:.4f}  {name}"
+    """One line per match: rank, cosine score with 4 decimals, image name (escaped)."""
+    return "\n".join(f"{rank:>3}  {score:.4f}  {printable(name)}"
                      for rank, (score, name) in enumerate(results, start=1))
 
 
@@ -97,13 +106,13 @@ def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, n: int
     if n > len(engine):
         print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
               file=sys.stderr)
-    print(f"{len(results)} most similar of {len(engine)} images to {query}:")
+    print(f"{len(results)} most similar of {len(engine)} images to {printable(str(query))}:")
     print(format_results(results))
     if output is not None:
         render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
                        [(engine.thumbnail(name), name, score) for score, name in results],
-                       output)
-        print(f"picture: {output}")
+                       output, query_name=query_caption(str(query)))
+        print(f"picture: {printable(str(output))}")
 
 
 def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> int:
@@ -136,21 +145,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Imported here: the one-shot command line does not pay for the web stack.
         from lib.service.server import serve_http  # pylint: disable=import-outside-toplevel
         return serve_http(args.params, rev=args.rev, verify=not args.no_verify,
-                          host=args.host, port=args.port, verbose=args.verbose)
+                          full=args.verify_full, host=args.host, port=args.port,
+                          verbose=args.verbose)
     config = load_config(args.params)
     n = args.n if args.n is not None else config.serve.top_n
-    query = None
-    if args.query != STDIN:                              # a missing query fails fast
-        query = read_file(args.query)
-    pinned = pin(args.params.parent, config, rev=args.rev, verify=not args.no_verify)
-    # The configuration the artifacts were built with (a revision's own with --rev):
-    # the query is decoded, transformed, whitened and expanded as they were.
-    engine = ImageSearchEngine.from_config(pinned.config, pinned.paths)
+    data = None
+    if args.query != STDIN:                # a missing or oversized query fails fast
+        data = read_file(args.query, max_file_bytes(config.etl.max_pixels))
+    with pin(args.params.parent, config, rev=args.rev, verify=not args.no_verify,
+             full=args.verify_full) as pinned:
+        # The configuration the artifacts were built with (a revision's own with --rev):
+        # the query is decoded, transformed, whitened and expanded as they were. A bad
+        # query still fails before the model loads.
+        query_bgr = None if data is None else decode_with(data, pinned.config.etl,
+                                                          str(args.query))
+        engine = ImageSearchEngine.from_config(pinned.config, pinned.paths)
     print(pinned.version.describe(), flush=True)
-    if query is None:
+    if query_bgr is None:
         return serve_stdin(engine, n, args.output)
     output = args.output if args.output is not None else Path(config.serve.output)
-    answer(engine, args.query, engine.read_query(query, source=str(args.query)), n, output)
+    answer(engine, args.query, query_bgr, n, output)
     return 0
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.artifacts import load_npy
+from lib.artifacts import clean_leftovers, load_npy
 from lib.config import load_config
 from lib.whitening import fit_whitening, save_whitening
 
@@ -40,6 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params, fits (or switches off) the whitening, saves it."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    clean_leftovers(args.whitening)
     dim = load_config(args.params).whitening.dim
     vectors = load_npy(args.vectors, dtype=np.float32, ndim=2, mmap=True)
     whitening = fit_whitening(vectors, dim) if dim else None

@@ -17,11 +17,11 @@ from lib.config import EtlConfig
 from lib.images import load_image
 from lib.metrics import evaluate
 from lib.vectorizer import Vectorizer
-from tests.helpers import QUERY_SET, make_project, pick_per_class, repro, run, set_params
+from tests.helpers import (PIPELINE, QUERY_SET, make_project, pick_per_class, repro, run,
+                           set_params)
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["etl", "feature_engineering", "modelling", "whitening", "evaluate"]
 KEYS = ("mAP", "P@1", "P@5", "P@10", "R@10")
 
 
@@ -30,7 +30,7 @@ def project_fixture(tmp_path_factory):
     """A project of 20 photos (2 per class) built once with ``dvc repro``."""
     project = make_project(tmp_path_factory.mktemp("evaluate") / "project",
                            pick_per_class("train", 2))
-    assert repro(project) == STAGES
+    assert repro(project) == PIPELINE
     return project
 
 
@@ -84,6 +84,7 @@ def test_default_metrics_match_the_reference(project, queries):
     for key in KEYS:
         assert written[key] == pytest.approx(expected[key], abs=1e-5), key
     assert written["queries"] == written["queries_evaluated"] == 20
+    assert "seconds_per_query" not in written       # timings stay out of the tracked file
     lines = (project / "metrics/pr_curve.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "recall,precision" and len(lines) == 12
     np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]], curve[:, 1],
@@ -133,12 +134,12 @@ def test_a_bad_query_set_is_one_line_error(project, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("file,class\na.jpg,shoes\n", encoding="utf-8")
     proc = run(["python", "stages/evaluate.py", str(bad), str(tmp_path / "m.json"),
-                str(tmp_path / "c.csv")], project, check=False)
+                str(tmp_path / "c.csv"), str(tmp_path / "c.png")], project, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "path,label" in proc.stderr
     bad.write_text("path,label\nmissing.jpg,shoes\n", encoding="utf-8")
     proc = run(["python", "stages/evaluate.py", str(bad), str(tmp_path / "m.json"),
-                str(tmp_path / "c.csv")], project, check=False)
+                str(tmp_path / "c.csv"), str(tmp_path / "c.png")], project, check=False)
     assert proc.returncode == 1 and "missing.jpg: no such file" in proc.stderr
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "c.png").exists()
     assert written_metrics(project)["queries"] == 20

@@ -88,8 +88,13 @@ def test_pixel_limit_is_configurable(query_project):
     params["etl"]["max_pixels"] = 100_000
     small = query_project / "small-limit.yaml"
     small.write_text(yaml.safe_dump(params))
-    proc = serve(query_project, DATASET / COLLECTION[0][0], "--params", small)
+    # --no-verify: a params file whose etl settings differ from those the artifacts were
+    # built with is refused when verifying (tests/test_integrity.py, case 4).
+    proc = serve(query_project, DATASET / COLLECTION[0][0], "--params", small, "--no-verify")
     assert_clean_error(proc, "exceeds the limit of 100000 (etl.max_pixels)")
+    assert_clean_error(serve(query_project, DATASET / COLLECTION[0][0], "--params", small),
+                       "the serving params set etl.max_pixels to 100000, but the artifacts "
+                       "were built with 100000000")
 
 
 # --- unusual but valid images: answered, and answered correctly -----------------------
@@ -208,6 +213,9 @@ def test_model_with_code_is_refused_unrun(tmp_path):
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(touched))
     Vectorizer(model).save(tmp_path / "model")
     marker.unlink()                                       # building the model ran it once
-    with pytest.raises(ArtifactError, match="cannot be loaded"):
+    with pytest.raises(ArtifactError, match="cannot be loaded") as err:
         Vectorizer.load(tmp_path / "model")
     assert not marker.exists()
+    # One short line naming the layer and the fix, not Keras's thousand characters.
+    assert "it holds a Lambda layer" in str(err.value) and "dvc repro" in str(err.value)
+    assert len(str(err.value)) < 300 and str(tmp_path / "model") in str(err.value)

@@ -13,8 +13,9 @@ from PIL import Image
 
 from lib.artifacts import NpyRowReader, open_npy_writer
 from lib.features import preprocess, run_feature_engineering
-from lib.config import EtlConfig
-from lib.images import decode_image, imread_flag, load_image
+from lib.config import ConfigError, EtlConfig
+from lib.decoding import decode_image, imread_flag
+from lib.images import load_image
 from lib.similarity import get_cosine_similarity
 from lib.runtime import choose_runtime, openvino_cache_dir
 from lib.vectorizer import Vectorizer, run_embedding
@@ -131,7 +132,8 @@ def test_without_openvino_auto_falls_back_to_keras(saved_model, features, keras_
 
 
 def test_choose_runtime_rejects_unknown_names():
-    with pytest.raises(ValueError, match="runtime must be one of auto, openvino, tensorflow"):
+    with pytest.raises(ConfigError, match="modelling.runtime: .onnx. is not allowed: "
+                                          "expected one of auto, openvino, tensorflow"):
         choose_runtime("onnx")
     assert choose_runtime("tensorflow") == "tensorflow"
 

@@ -3,15 +3,14 @@ import shutil
 
 import pytest
 
-from tests.helpers import DATASET, make_project, pick_per_class, repro, set_params
+from tests.helpers import DATASET, PIPELINE, make_project, pick_per_class, repro, set_params
 
 pytestmark = pytest.mark.slow
 
 
 def test_only_stale_stages_rerun(tmp_path):
     project = make_project(tmp_path / "project", pick_per_class("train", 2))
-    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening",
-                              "evaluate"]
+    assert repro(project) == PIPELINE
     assert repro(project) == []
 
     # A param read only by the last stage reruns that stage alone.

@@ -62,13 +62,17 @@ class EngineHolder:
         params: The workspace ``params.yaml``; its folder is the repository root.
         rev: Serve the artifacts recorded at this git revision instead of the workspace.
         verify: Check the artifacts against ``dvc.lock`` (``--no-verify`` turns it off).
+        full: Hash every byte of them instead of trusting DVC's stat cache
+            (``--verify-full``), on every load.
     """
 
-    def __init__(self, params: Path, rev: Optional[str] = None, verify: bool = True):
+    def __init__(self, params: Path, rev: Optional[str] = None, verify: bool = True,
+                 full: bool = False):
         self.params = Path(params)
         self.root = self.params.parent
         self.rev = rev
-        self.verify = verify
+        self.verify = verify or full
+        self.full = full
         self._current: Optional[Served] = None
         self._reload_lock = threading.Lock()
         self.last_error: Optional[str] = None
@@ -82,15 +86,17 @@ class EngineHolder:
 
     def start(self) -> Served:
         """Loads the first version (a user error if it cannot be served)."""
-        self._current = self._load(self._pin(load_config(self.params)))
+        with self._pin(load_config(self.params)) as pinned:
+            self._current = self._load(pinned)
         return self._current
 
     def _pin(self, config: Config) -> PinnedArtifacts:
         """Pins the artifacts to serve: the one place the service calls ``pin``.
 
-        A stricter verification mode (re-hashing every file) would be passed here.
+        Use it as a context manager: leaving it releases the verified snapshot, once
+        the engine has loaded from it.
         """
-        return pin(self.root, config, rev=self.rev, verify=self.verify)
+        return pin(self.root, config, rev=self.rev, verify=self.verify, full=self.full)
 
     @staticmethod
     def _load(pinned: PinnedArtifacts) -> Served:
@@ -121,14 +127,13 @@ class EngineHolder:
         with self._reload_lock:
             old = self.current
             try:
-                config = load_config(self.params)
-                pinned = self._pin(config)
-                if self.verify and pinned.version.hashes == old.version.hashes \
-                        and pinned.config == old.config:
-                    self._current = replace(old, version=pinned.version)
-                    self.last_error = None
-                    return "unchanged", self._current
-                new = self._load(pinned)
+                with self._pin(load_config(self.params)) as pinned:
+                    if self.verify and pinned.version.hashes == old.version.hashes \
+                            and pinned.config == old.config:
+                        self._current = replace(old, version=pinned.version)
+                        self.last_error = None
+                        return "unchanged", self._current
+                    new = self._load(pinned)
             except UserError as err:
                 self.last_error = one_line(err)
                 logger.error("new version refused, still serving the old one (%s): %s",

@@ -51,7 +51,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve_http(params: Path, rev: Optional[str] = None, verify: bool = True,
-               host: Optional[str] = None, port: Optional[int] = None,
+               full: bool = False, host: Optional[str] = None, port: Optional[int] = None,
                verbose: bool = False) -> int:
     """Loads the engine, then serves HTTP until interrupted.
 
@@ -59,6 +59,7 @@ def serve_http(params: Path, rev: Optional[str] = None, verify: bool = True,
         params: The workspace ``params.yaml`` (its folder is the repository root).
         rev: Serve this git revision's artifacts (no watching of ``dvc.lock``).
         verify: Check the artifacts against ``dvc.lock``.
+        full: Hash every byte of them (``--verify-full``).
         host: Address to bind (default ``service.host``).
         port: Port (default ``service.port``; 0 lets the system choose).
         verbose: Also log every request.
@@ -71,7 +72,7 @@ def serve_http(params: Path, rev: Optional[str] = None, verify: bool = True,
     settings = config.service
     sock = bind(settings.host if host is None else host,
                 settings.port if port is None else port)
-    holder = EngineHolder(params, rev=rev, verify=verify)
+    holder = EngineHolder(params, rev=rev, verify=verify, full=full)
     try:
         served = holder.start()
     except BaseException:
