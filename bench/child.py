@@ -72,9 +72,10 @@ def embed(args: Dict[str, Any]) -> Dict[str, Any]:
     start = time.perf_counter()
     vectorizer = Vectorizer.load(args["model"], batch_size=32, runtime=args["runtime"])
     vectorizer.transform(np.zeros((1,) + vectorizer.input_shape, np.float32))  # convert
-    loaded = time.perf_counter()
+    loaded, cpu = time.perf_counter(), time.process_time()
     rows = run_embedding(args["features"], args["vectors"], vectorizer, chunk_size=256)
     return {"seconds": time.perf_counter() - loaded, "load_seconds": loaded - start,
+            "cpu_seconds": time.process_time() - cpu,             # all threads
             "rows": rows, "runtime": vectorizer.runtime}
 
 

@@ -40,6 +40,7 @@ from lib.images import list_images
 from lib.resnet import ResNet50Helper
 from lib.runtime import CACHE_ENV
 from lib.vectorizer import Vectorizer
+from lib.whitening import save_whitening
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -256,24 +257,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
 
 def serve_project(work: Path, args: argparse.Namespace, results: Dict[str, Any]) -> None:
     """Serving latency on a collection of ``--serve-n`` rows tiled from the run's."""
+    project = make_serve_project(work, args.serve_n)
+    queries = list_images(args.dataset / "test")[:args.queries]
+    results["serve"] = {"n": args.serve_n, **serve_latency(project, queries, args.cold)}
+
+
+def make_serve_project(work: Path, size: int) -> Path:
+    """A servable folder ``work/serve`` of ``size`` rows tiled from the run's artifacts.
+
+    Reads ``work/vectors.npy``, ``work/landing`` and ``work/model``; the folder's
+    ``params.yaml`` points at the tiled copies (serve it with ``--no-verify``).
+    """
     project = work / "serve"
     data = project / "data"
     data.mkdir(parents=True)
-    size = args.serve_n
     tile_rows(work / "vectors.npy", data / "vectors.npy", size)
     tile_rows(work / "landing" / "resized_rgb.npy", data / "images.npy", size)
     names = np.load(work / "landing" / "image_names.npy")
     np.save(data / "names.npy", np.array([f"{i // len(names)}/{names[i % len(names)]}"
                                           for i in range(size)]))
     shutil.copytree(work / "model", data / "model")
+    # Whitening off, as params.yaml has it (serving refuses a missing artifact).
+    save_whitening(data / "model" / "whitening.npz", None, np.load(
+        data / "vectors.npy", mmap_mode="r").shape[1], size)
     params = (ROOT / "params.yaml").read_text(encoding="utf-8")
     for key, value in (("images", "data/images.npy"), ("names", "data/names.npy"),
                        ("vectors", "data/vectors.npy"), ("model", "data/model")):
         params = "\n".join(f"  {key}: {value}" if line.startswith(f"  {key}:") else line
                            for line in params.splitlines())
     (project / "params.yaml").write_text(params + "\n", encoding="utf-8")
-    queries = list_images(args.dataset / "test")[:args.queries]
-    results["serve"] = {"n": size, **serve_latency(project, queries, args.cold)}
+    return project
 
 
 def summarise(results: Dict[str, Any]) -> None:

@@ -214,9 +214,36 @@ class ServeConfig(Section):
     query_expansion: int = setting(0, int, minimum=0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig(Section):
+    """The resident HTTP service (``serve.py --http``, :mod:`lib.service`).
+
+    Attributes:
+        host: Address to bind; ``127.0.0.1`` keeps it on this machine, ``0.0.0.0``
+            opens it to the network.
+        port: TCP port.
+        max_upload_bytes: Largest request body; a larger upload is refused with 413
+            before it is read.
+        max_results: Largest ``n`` a request may ask for.
+        batch_wait_ms: How long the model waits to fill a batch (up to
+            ``modelling.batch_size`` queries) while more queries are on their way.
+        watch_seconds: How often ``dvc.lock`` is checked for a new version to load
+            and swap in; 0 = only on ``POST /reload``.
+    """
+
+    SECTION = "service"
+    host: str = setting("127.0.0.1", str)
+    port: int = setting(8000, int, minimum=0)
+    max_upload_bytes: int = setting(20_000_000, int, minimum=1)
+    max_results: int = setting(100, int, minimum=1)
+    batch_wait_ms: float = setting(5.0, float, minimum=0.0)
+    watch_seconds: float = setting(2.0, float, minimum=0.0)
+
+
 SECTIONS: Dict[str, Type[Section]] = {
     "paths": PathsConfig, "etl": EtlConfig, "feature_engineering": FeatureEngineeringConfig,
     "modelling": ModellingConfig, "whitening": WhiteningConfig, "serve": ServeConfig,
+    "service": ServiceConfig,
 }
 
 
@@ -231,6 +258,7 @@ class Config:
     modelling: ModellingConfig = dataclasses.field(default_factory=ModellingConfig)
     whitening: WhiteningConfig = dataclasses.field(default_factory=WhiteningConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "params.yaml",

@@ -7,6 +7,7 @@ from lib.resnet import ResNet50Helper
 from lib.runtime import CACHE_ENV
 from lib.vectorizer import Vectorizer
 from tests.helpers import WEIGHTS, require_shared
+from tests.service_helpers import ServiceProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,3 +44,11 @@ def query_engine_fixture(query_project):
     """Its search engine with the real saved model, loaded once per session."""
     from tests import query_project as builder  # pylint: disable=import-outside-toplevel
     return builder.load_engine(query_project)
+
+
+@pytest.fixture(scope="session", name="query_service")
+def query_service_fixture(query_project, tmp_path_factory):
+    """``serve.py --http`` on the query project (verified against its dvc.lock), once."""
+    service = ServiceProcess(query_project, tmp_path_factory.mktemp("service") / "log.txt")
+    yield service
+    service.stop()
