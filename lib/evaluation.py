@@ -8,7 +8,9 @@ The relevant images of a query are the database images with its label.
 
 Every query is read, transformed, embedded and ranked by
 :class:`lib.search.ImageSearchEngine` exactly as ``stages/serve.py`` does it, whitening
-and query expansion included; :mod:`lib.metrics` then scores the rankings.
+and query expansion included; :mod:`lib.metrics` then scores the rankings. The
+rankings scored are the exact scan's (every row's cosine); beside them, the top 10 the
+engine's index returns is compared with the exact top 10 (``index_recall@10``).
 """
 import csv
 import logging
@@ -22,6 +24,7 @@ from lib.artifacts import atomic_path, save_json
 from lib.errors import InputError, PathLike
 from lib.metrics import evaluate
 from lib.search import ImageSearchEngine
+from lib.similarity import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +76,53 @@ def evaluate_engine(engine: ImageSearchEngine,
 
     Returns:
         The metrics (see :func:`lib.metrics.evaluate`, plus ``seconds_per_query``: the
-        mean wall time of reading, embedding and ranking one query) and the (L, 2)
+        mean wall time of reading, embedding and ranking one query; and the index
+        against the exact scan, see :func:`index_recall`) and the (L, 2)
         precision-recall curve.
     """
     labels = database_labels(engine.names)                                  # (N,)
     scores = np.empty((len(queries), len(engine)), dtype=np.float32)        # (Q, N)
     relevant = np.empty((len(queries), len(engine)), dtype=bool)            # (Q, N)
+    vectors = []
     started = time.perf_counter()
     for row, (path, label) in enumerate(queries):
-        scores[row] = engine.scores(engine.embed(path))     # read as serving reads it
+        vectors.append(engine.embed(path))                  # read as serving reads it
+        scores[row] = engine.scores(vectors[-1])
         relevant[row] = labels == label
     elapsed = time.perf_counter() - started
     metrics, curve = evaluate(scores, relevant)
     metrics["seconds_per_query"] = round(elapsed / len(queries), 4)
+    metrics.update(index_recall(engine, vectors))
     if metrics["queries_without_relevant"]:
         logger.warning("%d of %d queries have no relevant image in the database and are "
                        "left out of the metrics", metrics["queries_without_relevant"],
                        metrics["queries"])
     return metrics, curve
+
+
+def index_recall(engine: ImageSearchEngine, vectors: List[np.ndarray],
+                 k: int = 10) -> Dict[str, float]:
+    """How well the engine's index finds the exact scan's top ``k``, and how fast.
+
+    Returns:
+        ``index_recall@10``: the mean share of the exact top ``k`` that the index's
+        top ``k`` holds (1.0 for the exact scan itself); ``search_ms_exact`` and
+        ``search_ms_index``: mean milliseconds per query of the exact top-k ranking
+        and of the engine's search (the same path when there is no approximate index).
+    """
+    k = min(k, len(engine))
+    found, exact_s, index_s = [], 0.0, 0.0
+    for vector in vectors:
+        started = time.perf_counter()
+        exact, _ = top_k(engine.scores(vector), k)
+        middle = time.perf_counter()
+        approx = [row for _, row in engine.search_vector(vector, k)]
+        index_s += time.perf_counter() - middle
+        exact_s += middle - started
+        found.append(len(set(exact.tolist()) & set(approx)) / k)
+    return {"index_recall@10": float(np.mean(found)),
+            "search_ms_exact": round(1000 * exact_s / len(vectors), 3),
+            "search_ms_index": round(1000 * index_s / len(vectors), 3)}
 
 
 def write_results(metrics: Dict[str, Any], curve: np.ndarray, metrics_path: PathLike,

@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 # The artifacts serving loads, by their key in the params ``paths`` section.
 SERVED = ("names", "vectors", "model", "images")
-# Served when the revision has it (revisions built before the whitening stage lack it).
-OPTIONAL_SERVED = ("whitening",)
+# Served when the revision has them (revisions built before the whitening or the index
+# stage lack them).
+OPTIONAL_SERVED = ("whitening", "index")
 # Where fetched revisions are kept, relative to the repository root (git-ignored).
 REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
 
