@@ -212,7 +212,7 @@ class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
         hnsw_m: HNSW links per node.
         ef_construction: HNSW candidate list while building.
         ef_search: HNSW candidate list while searching (no rebuild).
-        nlist: IVF lists; 0 = about 4 x sqrt(N).
+        nlist: IVF lists; 0 = about sqrt(N).
         nprobe: IVF lists visited per query (no rebuild).
         pq_m: PQ sub-quantisers; must divide the vector dimension.
         pq_bits: Bits per PQ code.
@@ -237,12 +237,13 @@ class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
 class DuplicatesConfig(Section):
     """Near-duplicate report (``stages/duplicates.py``): pairs at or above ``threshold``
     cosine among each photo's ``neighbours`` nearest, grouped; pictures for the first
-    ``max_pictures`` groups."""
+    ``max_pictures`` groups; the report folder ``output``."""
 
     SECTION = "duplicates"
     threshold: float = setting(0.9, float, minimum=-1.0)
     neighbours: int = setting(10, int, minimum=1)
     max_pictures: int = setting(200, int, minimum=0)
+    output: str = setting("duplicates", str)
 
 
 @dataclasses.dataclass(frozen=True)

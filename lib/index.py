@@ -50,10 +50,10 @@ def build_params(config: IndexConfig, kind: str) -> Dict[str, int]:
 
 
 def ivf_lists(config: IndexConfig, rows: int) -> int:
-    """IVF lists: ``nlist``, or about 4 x sqrt(N) with at least 39 vectors per list."""
+    """IVF lists: ``nlist``, or about sqrt(N) with at least 39 vectors per list."""
     if config.nlist:
         return config.nlist
-    return max(1, min(round(4 * math.sqrt(rows)), rows // 39))
+    return max(1, min(round(math.sqrt(rows)), rows // 39))
 
 
 def check_config(config: IndexConfig, kind: str, rows: int, dim: int) -> None:
@@ -200,7 +200,7 @@ def build_faiss(kind: str, config: IndexConfig, dim: int, rows: int,
     index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, lists, config.pq_m, config.pq_bits)
     index.cp.seed = _SEED
     index.pq.cp.seed = _SEED
-    count = min(rows, max(lists * 64, 2 ** config.pq_bits * 64), _TRAIN_MAX)
+    count = min(rows, max(lists, 2 ** config.pq_bits) * 40, _TRAIN_MAX)
     chosen = np.sort(np.random.default_rng(_SEED).choice(rows, count, replace=False))
     logger.info("training %d IVF lists and %d x %d-bit PQ codes on %d vectors", lists,
                 config.pq_m, config.pq_bits, count)

@@ -29,7 +29,8 @@ class ImageSearchEngine:
     Args:
         vectors: (N, D) ``float32`` embeddings of the collection (a memmap is fine).
         names: (N,) image names, row-aligned with ``vectors``.
-        vectorizer: The saved model the collection was embedded with.
+        vectorizer: The saved model the collection was embedded with; None for an
+            engine that ranks embeddings only (:meth:`search_vector`, :meth:`scores`).
         etl_config: The ETL settings the collection was built with.
         images: Optional (N, S, S, 3) ``uint8`` RGB thumbnails (the ETL output), for
             showing results.
@@ -44,13 +45,13 @@ class ImageSearchEngine:
             ``nprobe``).
     """
 
-    def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Vectorizer,
+    def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Optional[Vectorizer],
                  etl_config: EtlConfig, images: Optional[np.ndarray] = None,
                  whitening: Optional[Whitening] = None,
                  query_expansion: int = 0, index: Optional[VectorIndex] = None,
                  index_config: Optional[IndexConfig] = None):  # pylint: disable=too-many-arguments
         check_index(vectors, names, images)
-        if vectorizer.dim != vectors.shape[1]:
+        if vectorizer is not None and vectorizer.dim != vectors.shape[1]:
             raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
                                 f"holds {vectors.shape[1]}-d vectors")
         if (isinstance(query_expansion, bool) or not isinstance(query_expansion, int)
@@ -190,6 +191,8 @@ class ImageSearchEngine:
 
     def embed(self, query: Query) -> np.ndarray:
         """Embeds one query through the same ETL, FE and saved model: (D,) ``float32``."""
+        if self.vectorizer is None:
+            raise ValueError("this engine was loaded without a vectorizer model")
         rgb = self.prepare(query)[np.newaxis]                      # (1, S, S, 3) uint8
         return self.vectorizer.transform(preprocess(rgb))[0]       # (D,)
 

@@ -34,7 +34,7 @@ def build(root: Path) -> Path:
     (master / "copies").mkdir()
     shutil.copyfile(DATASET / COLLECTION[0][0], master / DUPLICATE_NAME)
     ran = repro(project)
-    if ran != ["etl", "feature_engineering", "modelling", "whitening", "evaluate"]:
+    if ran != ["etl", "feature_engineering", "modelling", "whitening", "index", "evaluate"]:
         raise AssertionError(f"dvc repro ran {ran}")
     return project
 

@@ -26,7 +26,7 @@ P_AT_5_FLOOR = 0.40                             # measured 0.448
 def project_fixture(tmp_path_factory):
     """A project built once with ``dvc repro``."""
     project = make_project(tmp_path_factory.mktemp("e2e") / "project", TRAIN)
-    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening",
+    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening", "index",
                               "evaluate"]
     return project
 

@@ -21,7 +21,7 @@ from tests.helpers import QUERY_SET, make_project, pick_per_class, repro, run, s
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["etl", "feature_engineering", "modelling", "whitening", "evaluate"]
+STAGES = ["etl", "feature_engineering", "modelling", "whitening", "index", "evaluate"]
 KEYS = ("mAP", "P@1", "P@5", "P@10", "R@10")
 
 
@@ -98,7 +98,7 @@ def test_whitening_and_expansion_parity_of_serving_and_evaluation(project, queri
     set_params(project, {"whitening.dim": 8, "serve.query_expansion": 3})
     try:
         # Neither option re-embeds the collection.
-        assert repro(project) == ["whitening", "evaluate"]
+        assert repro(project) == ["whitening", "index", "evaluate"]
         scores = reference_scores(project, vectors, 3)
         expected, _ = evaluate(scores, relevance(project, labels))
         written = written_metrics(project)
