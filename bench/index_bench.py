@@ -75,7 +75,8 @@ def synthesize(real: np.ndarray, count: int, seed: int, basis: Optional[np.ndarr
         anchor = rng.integers(0, real.shape[0], size)
         towards = knn[anchor, rng.integers(0, 10, size)]
         step = rng.random((size, 1), dtype=np.float32)
-        noise = real[rng.integers(0, real.shape[0], size)] - real[rng.integers(0, real.shape[0], size)]
+        noise = (real[rng.integers(0, real.shape[0], size)]
+                 - real[rng.integers(0, real.shape[0], size)])
         block = l2_normalize(real[anchor] + step * (real[towards] - real[anchor])
                              + SIGMA * noise / np.sqrt(2))                  # (C, D)
         return block if basis is None else l2_normalize(block @ basis)      # (C, d)

@@ -10,7 +10,6 @@ Usage::
 
     python -m bench.real_vectors OUT_NPY [--dataset DIR] [--limit N]
 """
-import argparse
 import logging
 import sys
 import tempfile

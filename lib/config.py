@@ -240,7 +240,7 @@ class DuplicatesConfig(Section):
     ``max_pictures`` groups; the report folder ``output``."""
 
     SECTION = "duplicates"
-    threshold: float = setting(0.9, float, minimum=-1.0)
+    threshold: float = setting(0.95, float, minimum=-1.0)
     neighbours: int = setting(10, int, minimum=1)
     max_pictures: int = setting(200, int, minimum=0)
     output: str = setting("duplicates", str)

@@ -156,10 +156,11 @@ class VectorIndex:
         k = min(int(k), self.rows.shape[0])
         unit = np.ascontiguousarray(l2_normalize(queries), dtype=np.float32)   # (Q, D')
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(config.ef_search, k))
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(config.ef_search, k)
         else:
-            params = faiss.SearchParametersIVF(nprobe=min(config.nprobe,
-                                                          self.meta["params"]["lists"]))
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(config.nprobe, self.meta["params"]["lists"])
         _, ids = self.faiss_index.search(unit, k, params=params)               # (Q, k)
         return np.where(ids >= 0, self.rows[np.maximum(ids, 0)], -1)
 
@@ -204,7 +205,7 @@ def build_faiss(kind: str, config: IndexConfig, dim: int, rows: int,
     chosen = np.sort(np.random.default_rng(_SEED).choice(rows, count, replace=False))
     logger.info("training %d IVF lists and %d x %d-bit PQ codes on %d vectors", lists,
                 config.pq_m, config.pq_bits, count)
-    index.train(np.ascontiguousarray(sample(chosen)))
+    index.train(np.ascontiguousarray(sample(chosen)))  # pylint: disable=no-value-for-parameter
     params["lists"] = lists
     return index, params
 

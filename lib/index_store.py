@@ -79,7 +79,8 @@ def build_index(vectors: np.ndarray, whitening: Optional[Whitening], config: Ind
         action = f"built a {kind} index over {rows} vectors"
     else:
         index, (kept, added) = previous.faiss_index, plan
-        meta["params"], meta["trained_rows"] = previous.meta["params"], previous.meta["trained_rows"]
+        meta["params"] = previous.meta["params"]
+        meta["trained_rows"] = previous.meta["trained_rows"]
         action = (f"added {added.shape[0]} vectors to the previous {kind} index of "
                   f"{kept.shape[0]} (no rebuild)")
     for start in range(0, added.shape[0], _CHUNK):

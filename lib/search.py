@@ -23,7 +23,7 @@ Query = Union[str, Path, np.ndarray]
 _CHUNK = 65536  # database rows scored per step
 
 
-class ImageSearchEngine:
+class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
     """Ranks a collection of embedded images by cosine similarity to a query image.
 
     Args:
@@ -45,11 +45,11 @@ class ImageSearchEngine:
             ``nprobe``).
     """
 
-    def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Optional[Vectorizer],
-                 etl_config: EtlConfig, images: Optional[np.ndarray] = None,
-                 whitening: Optional[Whitening] = None,
-                 query_expansion: int = 0, index: Optional[VectorIndex] = None,
-                 index_config: Optional[IndexConfig] = None):  # pylint: disable=too-many-arguments
+    def __init__(self, vectors: np.ndarray, names: np.ndarray,  # pylint: disable=too-many-arguments
+                 vectorizer: Optional[Vectorizer], etl_config: EtlConfig,
+                 images: Optional[np.ndarray] = None, whitening: Optional[Whitening] = None,
+                 query_expansion: int = 0, *, index: Optional[VectorIndex] = None,
+                 index_config: Optional[IndexConfig] = None):
         check_index(vectors, names, images)
         if vectorizer is not None and vectorizer.dim != vectors.shape[1]:
             raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "

@@ -92,8 +92,8 @@ def test_every_stage_refuses_bad_params_in_one_line_and_writes_nothing(tmp_path,
     outputs = [tmp_path / f"out{i}" for i in range(4)]
     args = {"etl": [REPO_ROOT / "data/master"] + outputs[:3],
             "feature_engineering": outputs[:2], "modelling": outputs[:3],
-            "whitening": outputs[:2], "index": outputs[:3], "evaluate": [REPO_ROOT / "data/queries/labels.csv"]
-            + outputs[:2]}[script]
+            "whitening": outputs[:2], "index": outputs[:3],
+            "evaluate": [REPO_ROOT / "data/queries/labels.csv"] + outputs[:2]}[script]
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "stages" / f"{script}.py"),
                            *map(str, args), "--params", str(params)],
                           capture_output=True, text=True, env=tool_env(), check=False,
