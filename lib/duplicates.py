@@ -2,8 +2,8 @@
 
 Each photo's nearest neighbours come from the collection's index: the approximate one
 proposes ``neighbours`` candidates per photo, re-scored by exact cosine; the exact scan
-scores blocks of rows against the collection (a few rows at a time, never an N x N
-matrix). Pairs at or above the threshold are joined into groups (union-find), so a
+scores a block of rows against a block of columns at a time (never an N x N matrix,
+and memory does not grow with N). Pairs at or above the threshold are joined into groups (union-find), so a
 photo and its re-encoded, resized and cropped copies end in one group even when some
 of them are not among each other's nearest neighbours.
 """
@@ -25,7 +25,7 @@ from lib.whitening import Whitening
 logger = logging.getLogger(__name__)
 
 _BLOCK_CELLS = 1 << 24     # scores held at once by the exact scan (64 MiB of float32)
-_BATCH = 1024              # photos per index search
+_BATCH = 1024              # photos per step (index search, or exact block of rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +61,16 @@ def find_pairs(vectors: np.ndarray, whitening: Optional[Whitening],
     total = vectors.shape[0]
     found: Dict[Tuple[int, int], float] = {}
     if index is None or not index.approximate:
-        space = space_rows(vectors, whitening)                              # (N, D')
-        block = max(1, _BLOCK_CELLS // max(total, 1))
-        for start in range(0, total, block):
-            scores = space[start:start + block] @ space.T                   # (B, N)
-            for i, j in zip(*np.nonzero(scores >= threshold)):
-                if start + i < j:
-                    found[(int(start + i), int(j))] = float(scores[i, j])
+        width = _BLOCK_CELLS // _BATCH                      # columns scored per step
+        for start in range(0, total, _BATCH):
+            block = space_rows(vectors, whitening, np.arange(start, min(start + _BATCH, total)))
+            for first in range(start, total, width):
+                other = space_rows(vectors, whitening,
+                                   np.arange(first, min(first + width, total)))  # (C, D')
+                scores = block @ other.T                                         # (B, C)
+                for i, j in zip(*np.nonzero(scores >= threshold)):
+                    if start + i < first + j:
+                        found[(int(start + i), int(first + j))] = float(scores[i, j])
     else:
         for start in range(0, total, _BATCH):
             queries = space_rows(vectors, whitening, np.arange(start, min(start + _BATCH, total)))
