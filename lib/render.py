@@ -37,8 +37,8 @@ def _row_picture(entries: Sequence[Tuple[np.ndarray, str, str]], tile: int,
                  divider: bool) -> np.ndarray:
     """Tiles side by side, each captioned with two lines: (RGB, line 1, line 2)."""
     columns = len(entries)
-    extra = 2 * _GAP if divider else 0
-    width = columns * tile + (columns + 1) * _GAP + extra
+    extra = 2 * _GAP if divider else 0        # room for the divider after the first tile
+    width = columns * tile + (columns + 1) * _GAP + extra // 2
     height = tile + _CAPTION_H + 2 * _GAP
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     for i, (rgb, line1, name) in enumerate(entries):
