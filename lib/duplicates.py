@@ -3,9 +3,9 @@
 Each photo's nearest neighbours come from the collection's index: the approximate one
 proposes ``neighbours`` candidates per photo, re-scored by exact cosine; the exact scan
 scores a block of rows against a block of columns at a time (never an N x N matrix,
-and memory does not grow with N). Pairs at or above the threshold are joined into groups (union-find), so a
-photo and its re-encoded, resized and cropped copies end in one group even when some
-of them are not among each other's nearest neighbours.
+and memory does not grow with N). Pairs at or above the threshold are joined into
+groups (union-find), so a photo and its re-encoded, resized and cropped copies end in
+one group even when some of them are not among each other's nearest neighbours.
 """
 import csv
 import dataclasses
