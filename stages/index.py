@@ -44,11 +44,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params, builds or extends the index, saves it."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    config = load_config(args.params)
+    settings = load_config(args.params)
     vectors = load_npy(args.vectors, dtype=np.float32, ndim=2, mmap=True)
     whitening = load_whitening(args.whitening, vectors.shape[1], vectors.shape[0],
-                               expected_dim=config.whitening.dim)
-    index, action = build_index(vectors, whitening, config.index,
+                               expected_dim=settings.whitening.dim)
+    index, action = build_index(vectors, whitening, settings.index,
                                 previous=load_previous(args.index))
     save_index(args.index, index)
     logger.info("index: %s", action)
