@@ -21,6 +21,7 @@ INTERPOLATION_NAMES = ("area", "linear", "cubic")
 POOLINGS = ("avg", "max", "gem")
 RUNTIMES = ("auto", "openvino", "tensorflow")
 PRECISIONS = ("fp32", "bf16", "int8")
+INDEX_KINDS = ("auto", "exact", "hnsw", "ivfpq")
 
 _T = TypeVar("_T", bound="Section")
 
@@ -114,6 +115,7 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     model: str = setting("data/model/vectorizer_model", str)
     whitening: str = setting("data/model/whitening.npz", str)
     inference_model: str = setting("data/model/inference_model", str)
+    index: str = setting("data/model/index", str)
     queries: str = setting("data/queries", str)
     query_labels: str = setting("data/queries/labels.csv", str)
     metrics: str = setting("metrics/evaluation.json", str)
@@ -205,6 +207,55 @@ class WhiteningConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
+    """The vector index serving ranks through (``lib.index``).
+
+    Attributes:
+        kind: ``auto`` (``exact`` below ``exact_below`` rows, else ``hnsw`` when the
+            float32 vectors fit ``flat_budget_mb``, else ``ivfpq``), ``exact`` (the
+            design's linear scan, bit for bit), ``hnsw`` (FAISS HNSW graph over the
+            float32 vectors) or ``ivfpq`` (FAISS inverted lists with product
+            quantisation: a compact index for collections that do not fit in memory).
+        exact_below: ``auto`` keeps the exact scan below this many rows.
+        flat_budget_mb: ``auto`` picks ``ivfpq`` when the float32 vectors exceed this.
+        hnsw_m: HNSW links per node.
+        ef_construction: HNSW candidate list while building.
+        ef_search: HNSW candidate list while searching (no rebuild).
+        nlist: IVF lists; 0 = about sqrt(N).
+        nprobe: IVF lists visited per query (no rebuild).
+        pq_m: PQ sub-quantisers; must divide the vector dimension.
+        pq_bits: Bits per PQ code.
+        rerank: Candidates re-scored exactly per result asked (n x rerank).
+    """
+
+    SECTION = "index"
+    kind: str = setting("auto", str, choices=INDEX_KINDS)
+    exact_below: int = setting(50000, int, minimum=1)
+    flat_budget_mb: int = setting(4096, int, minimum=1)
+    hnsw_m: int = setting(32, int, minimum=4)
+    ef_construction: int = setting(80, int, minimum=8)
+    ef_search: int = setting(128, int, minimum=1)
+    nlist: int = setting(0, int, minimum=0)
+    nprobe: int = setting(32, int, minimum=1)
+    pq_m: int = setting(64, int, minimum=1)
+    pq_bits: int = setting(8, int, minimum=4)
+    rerank: int = setting(4, int, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplicatesConfig(Section):
+    """Near-duplicate report (``stages/duplicates.py``): pairs at or above ``threshold``
+    cosine among each photo's ``neighbours`` nearest, grouped; pictures for the first
+    ``max_pictures`` groups; the report folder ``output``."""
+
+    SECTION = "duplicates"
+    threshold: float = setting(0.95, float, minimum=-1.0)
+    neighbours: int = setting(10, int, minimum=1)
+    max_pictures: int = setting(200, int, minimum=0)
+    output: str = setting("duplicates", str)
+
+
+@dataclasses.dataclass(frozen=True)
 class ServeConfig(Section):
     """Serving defaults: result count, picture, query expansion (0 = off)."""
 
@@ -243,7 +294,7 @@ class ServiceConfig(Section):
 SECTIONS: Dict[str, Type[Section]] = {
     "paths": PathsConfig, "etl": EtlConfig, "feature_engineering": FeatureEngineeringConfig,
     "modelling": ModellingConfig, "whitening": WhiteningConfig, "serve": ServeConfig,
-    "service": ServiceConfig,
+    "service": ServiceConfig, "index": IndexConfig, "duplicates": DuplicatesConfig,
 }
 
 
@@ -259,6 +310,8 @@ class Config:
     whitening: WhiteningConfig = dataclasses.field(default_factory=WhiteningConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+    duplicates: DuplicatesConfig = dataclasses.field(default_factory=DuplicatesConfig)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "params.yaml",

@@ -41,9 +41,9 @@ logger = logging.getLogger(__name__)
 
 # The artifacts serving loads, by their key in the params ``paths`` section.
 SERVED = ("names", "vectors", "model", "images")
-# Served when the revision has them (revisions built before the whitening stage, or
-# before modelling.precision, lack them).
-OPTIONAL_SERVED = ("whitening", "inference_model")
+# Served when the revision has them (revisions built before the whitening stage, the
+# index stage, or modelling.precision lack them).
+OPTIONAL_SERVED = ("whitening", "inference_model", "index")
 # Where fetched revisions are kept, relative to the repository root (git-ignored).
 REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
 

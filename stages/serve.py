@@ -3,8 +3,10 @@
 The query goes through the same ETL and feature-engineering functions as the
 collection, is embedded with the saved vectorizer model, and is ranked by cosine
 similarity, after the saved PCA whitening and with the query expansion that
-``params.yaml`` sets (both off by default). Prints which artifact version answers,
-rank, score and name, and writes a picture of the results.
+``params.yaml`` sets (both off by default), through the collection's vector index
+(the index stage's; an approximate one's candidates are re-scored by exact cosine).
+Prints which artifact version answers, rank, score and name, and writes a picture of
+the results.
 
 Before loading, the artifacts are checked against the versions recorded in
 ``dvc.lock``, under DVC's repository lock, and loaded from a private snapshot of what

@@ -22,7 +22,8 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "lib")
 QUERY_SET = REPO_ROOT / "data" / "queries"     # the demo labelled query set
 RAN = re.compile(r"Running stage '([^']+)'")
 # Every stage, in the order a first `dvc repro` runs them (the weights check first).
-PIPELINE = ["weights", "etl", "feature_engineering", "modelling", "whitening", "evaluate"]
+PIPELINE = ["weights", "etl", "feature_engineering", "modelling", "whitening", "index",
+            "evaluate"]
 
 
 def missing_shared(*paths: Path) -> Optional[str]:

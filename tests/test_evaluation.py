@@ -99,7 +99,7 @@ def test_whitening_and_expansion_parity_of_serving_and_evaluation(project, queri
     set_params(project, {"whitening.dim": 8, "serve.query_expansion": 3})
     try:
         # Neither option re-embeds the collection.
-        assert repro(project) == ["whitening", "evaluate"]
+        assert repro(project) == ["whitening", "index", "evaluate"]
         scores = reference_scores(project, vectors, 3)
         expected, _ = evaluate(scores, relevance(project, labels))
         written = written_metrics(project)

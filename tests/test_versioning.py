@@ -121,7 +121,7 @@ def test_rev_serves_an_old_version_without_checkout(origin, capsys):
 
     copy_photos(NEW_PHOTOS, project / "data/master")
     run(["dvc", "add", "data/master"], project)
-    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening",
+    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening", "index",
                               "evaluate"]
     v2 = git_commit(project, "v2: more photos")
     run(["dvc", "push"], project)
