@@ -10,7 +10,7 @@ import concurrent.futures
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -19,6 +19,8 @@ from lib.artifacts import NpyRowReader, open_npy_writer, save_json, save_npy
 from lib.config import EtlConfig
 from lib.errors import InputError, PathLike
 from lib.images import ImageReadError, list_images, load_image
+from lib.progress import progress
+from lib.rowindex import RowIndex, content_key, copy_rows, plan_rows
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +55,58 @@ def _name_of(path: Path, master: Path) -> Tuple[str, str]:
     return name, ""
 
 
+def _content_keys(files: List[Path], workers: int, chunk_size: int) -> List[Optional[str]]:
+    """The content key of each file (None if it cannot be read), hashed in threads."""
+    def key_of(path: Path) -> Optional[str]:
+        try:
+            return content_key(path)
+        except OSError:
+            return None                         # the decode step reports why
+    keys: List[Optional[str]] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool, \
+            progress(len(files), "hashing", "files") as bar:
+        for start in range(0, len(files), chunk_size):
+            keys.extend(pool.map(key_of, files[start:start + chunk_size]))
+            bar.update(len(files[start:start + chunk_size]))
+    return keys
+
+
+def _decode(files: List[Path], rows_out: Path, config: EtlConfig
+            ) -> Tuple[List[int], Dict[int, str]]:
+    """Decodes ``files`` into ``rows_out`` (one row each, in order).
+
+    Returns:
+        The indices of the files decoded, and the reason of each file that was not.
+    """
+    side, decoded, failed = config.image_size, [], {}
+    with open_npy_writer(rows_out, (len(files), side, side, 3), np.uint8) as rows, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=config.workers) as pool, \
+            progress(len(files), "ETL", "images") as bar:
+        for start in range(0, len(files), config.chunk_size):
+            chunk = files[start:start + config.chunk_size]
+            for index, (_, result) in enumerate(pool.map(lambda p: _load_one(p, config),
+                                                         chunk), start=start):
+                if isinstance(result, str):
+                    logger.warning("skipping %s", result)
+                    failed[index] = result
+                else:
+                    rows[index] = result                                  # (S, S, 3) RGB
+                    decoded.append(index)
+            bar.update(len(chunk))
+    return decoded, failed
+
+
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
-            report_out: PathLike, config: EtlConfig) -> Dict[str, Any]:
+            report_out: PathLike, config: EtlConfig,
+            made_by: Optional[Dict[str, Any]] = None, index_out: Optional[PathLike] = None,
+            previous: Tuple[Optional[RowIndex], Optional[Path]] = (None, None)
+            ) -> Dict[str, Any]:
     """Reads every image under ``master`` and writes the resized RGB array and names.
 
     Unreadable files are logged, skipped and listed with their reason in the report;
-    one bad file never stops the stage.
+    one bad file never stops the stage. With a previous output made the same way
+    (equal fingerprints), a photo whose content key it holds is copied from it, not
+    decoded again: k new photos cost k decodes (see :mod:`lib.rowindex`).
 
     Args:
         master: Folder of photos, searched recursively.
@@ -67,6 +115,9 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             in the same row order.
         report_out: JSON report of counts and skipped files.
         config: The ETL settings: the transform, decoding threads and chunk size.
+        made_by: The :func:`lib.rowindex.recipe` of the rows (None: an empty one).
+        index_out: Where to write the :class:`RowIndex` of the rows, if anywhere.
+        previous: The previous output's row index and ``images`` array, or Nones.
 
     Returns:
         The report.
@@ -76,11 +127,9 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
     """
     master = Path(master)
     found = list_images(master)
-    workers, chunk_size = config.workers, config.chunk_size
     if not found:
         raise InputError(f"no image files found under {master}")
-    side = config.image_size
-    names: List[str] = []
+    side, chunk_size = config.image_size, config.chunk_size
     skipped: List[Dict[str, str]] = []
     files = []
     for path in found:
@@ -90,38 +139,43 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             skipped.append({"name": name, "reason": problem})
         else:
             files.append(path)
+    keys = _content_keys(files, config.workers, chunk_size)
+    index = RowIndex.of([key or "" for key in keys], made_by or {})
+    plan = plan_rows(np.array([key or "" for key in keys]), index, *previous)
+    plan.sources[[row for row, key in enumerate(keys) if key is None]] = -1   # (F,)
+    plan = plan._replace(compute=np.flatnonzero(plan.sources < 0))     # unreadable: decode
+    todo = plan.compute                                                   # (K,)
+    logger.info("%s", plan.describe("ETL"))
     tmp_rows = Path(images_out).with_name(Path(images_out).name + ".rows.npy")
-    with open_npy_writer(tmp_rows, (len(files), side, side, 3), np.uint8) as rows:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(files), chunk_size):
-                chunk = files[start:start + chunk_size]
-                for path, result in pool.map(lambda p: _load_one(p, config), chunk):
-                    name = path.relative_to(master).as_posix()
-                    if isinstance(result, str):
-                        logger.warning("skipping %s", result)
-                        skipped.append({"name": name, "reason": result})
-                        continue
-                    rows[len(names)] = result                      # (S, S, 3) RGB
-                    names.append(name)
-                logger.info("ETL: %d/%d files", min(start + chunk_size, len(files)), len(files))
     try:
-        if not names:
+        decoded, failed = _decode([files[i] for i in todo], tmp_rows, config)
+        for position, reason in sorted(failed.items()):
+            skipped.append({"name": files[todo[position]].relative_to(master).as_posix(),
+                            "reason": reason})
+        from_new = np.full(len(files), -1, np.int64)                      # (F,)
+        from_new[todo[decoded]] = decoded
+        kept = np.flatnonzero((plan.sources >= 0) | (from_new >= 0))      # (N,)
+        if not len(kept):
             raise InputError(f"none of the {len(found)} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
-        if len(names) == len(files):       # nothing skipped: the rows file is the output
+        if len(kept) == len(files) == len(decoded):   # all decoded: the rows file is the output
             os.replace(tmp_rows, images_out)
         else:
-            source = NpyRowReader(tmp_rows)
-            with open_npy_writer(images_out, (len(names), side, side, 3), np.uint8) as out:
-                for start in range(0, len(names), chunk_size):
-                    out[start:start + chunk_size] = source.read(
-                        start, min(start + chunk_size, len(names)))
+            with open_npy_writer(images_out, (len(kept), side, side, 3), np.uint8) as out:
+                if plan.previous is not None:
+                    copy_rows(NpyRowReader(plan.previous), out, plan.sources[kept], chunk_size)
+                copy_rows(NpyRowReader(tmp_rows), out, from_new[kept], chunk_size)
     finally:
         tmp_rows.unlink(missing_ok=True)
+    names = [files[i].relative_to(master).as_posix() for i in kept]
     save_npy(names_out, np.array(names, dtype=np.str_))
+    if index_out is not None:
+        RowIndex(index.keys[kept], index.fingerprint, index.recipe).save(index_out)
     skipped.sort(key=lambda item: item["name"])
     report = {"files_found": len(found), "images_kept": len(names),
-              "files_skipped": len(skipped), "skipped": skipped}
+              "files_skipped": len(skipped), "skipped": skipped,
+              "images_decoded": len(decoded), "images_reused": len(kept) - len(decoded)}
     save_json(report_out, report)
-    logger.info("ETL: kept %d images, skipped %d", len(names), len(skipped))
+    logger.info("ETL: kept %d images (%d decoded, %d reused), skipped %d", len(names),
+                len(decoded), len(kept) - len(decoded), len(skipped))
     return report
