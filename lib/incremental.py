@@ -10,6 +10,8 @@ the cache lacks them (a first build, a ``dvc gc``), the stage builds in full.
 import argparse
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -139,3 +141,24 @@ def add_row_index_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=Path, default=None,
                         help="output row index (.npz): with --upstream-rows, only rows not "
                              "in the previous output are computed")
+
+
+def restore_file(root: PathLike, cached: Path, target: Path) -> None:
+    """Puts a cached file at ``target`` (a new path) as DVC would check it out.
+
+    When the project links outputs to the cache (``cache.type`` with ``hardlink`` or
+    ``symlink``), ``target`` becomes a hard link to the read-only cached file, as DVC
+    makes it; DVC does not relink an output whose content it has already cached, so a
+    copy would stay a second copy on disk. Otherwise, or where linking fails, it is
+    copied. Nothing writes into the file either way.
+    """
+    from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
+    with Repo(str(root)) as repo:
+        types = list(repo.cache.local.cache_types or ())
+    if {"hardlink", "symlink"} & set(types):
+        try:
+            os.link(cached, target)
+            return
+        except OSError as err:
+            logger.info("copying %s: cannot link it (%s)", cached, err)
+    shutil.copyfile(cached, target)

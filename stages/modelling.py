@@ -16,7 +16,6 @@ Usage (as ``dvc.yaml`` runs it)::
 """
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import atomic_path
 from lib.config import Config, load_config
-from lib.incremental import add_row_index_args, plan_stage, previous_output
+from lib.incremental import add_row_index_args, plan_stage, previous_output, restore_file
 from lib.resnet import ResNet50Helper
 from lib.rowindex import RowIndex, RowPlan, file_sha256, row_settings
 from lib.runtime import choose_runtime
@@ -63,12 +62,12 @@ def plan_embedding(args: argparse.Namespace, config: Config, helper: ResNet50Hel
                       runtime=choose_runtime(config.modelling.runtime))
 
 
-def keep_model(cached: Path, directory: Path) -> None:
+def keep_model(root: Path, cached: Path, directory: Path) -> None:
     """Writes the previous run's saved model (from DVC's cache) as this run's."""
     logger.info("keeping the previous saved model: settings, code and weights are unchanged")
     with atomic_path(directory) as tmp:
         tmp.mkdir()
-        shutil.copyfile(cached, tmp / MODEL_FILE)
+        restore_file(root, cached, tmp / MODEL_FILE)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -84,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if plan.previous is not None:
             cached = previous_output(args.params.parent, args.model, member=MODEL_FILE)
     if cached is not None:
-        keep_model(cached, args.model)
+        keep_model(args.params.parent, cached, args.model)
     else:
         if plan is not None:
             plan = RowPlan.full(len(plan.sources))   # a new model embeds every row
