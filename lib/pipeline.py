@@ -20,7 +20,7 @@ from lib.config import EtlConfig
 from lib.errors import InputError, PathLike
 from lib.images import ImageReadError, list_images, load_image
 from lib.progress import progress
-from lib.rowindex import RowIndex, content_key, copy_rows, plan_rows
+from lib.rowindex import RowIndex, RowPlan, content_key, copy_rows, plan_rows
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,10 @@ def _content_keys(files: List[Path], workers: int, chunk_size: int) -> List[Opti
             return None                         # the decode step reports why
     keys: List[Optional[str]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool, \
-            progress(len(files), "hashing", "files") as bar:
+            progress(len(files), "hashing", "files") as meter:
         for start in range(0, len(files), chunk_size):
             keys.extend(pool.map(key_of, files[start:start + chunk_size]))
-            bar.update(len(files[start:start + chunk_size]))
+            meter.update(len(files[start:start + chunk_size]))
     return keys
 
 
@@ -81,7 +81,7 @@ def _decode(files: List[Path], rows_out: Path, config: EtlConfig
     side, decoded, failed = config.image_size, [], {}
     with open_npy_writer(rows_out, (len(files), side, side, 3), np.uint8) as rows, \
             concurrent.futures.ThreadPoolExecutor(max_workers=config.workers) as pool, \
-            progress(len(files), "ETL", "images") as bar:
+            progress(len(files), "ETL", "images") as meter:
         for start in range(0, len(files), config.chunk_size):
             chunk = files[start:start + config.chunk_size]
             for index, (_, result) in enumerate(pool.map(lambda p: _load_one(p, config),
@@ -92,8 +92,42 @@ def _decode(files: List[Path], rows_out: Path, config: EtlConfig
                 else:
                     rows[index] = result                                  # (S, S, 3) RGB
                     decoded.append(index)
-            bar.update(len(chunk))
+            meter.update(len(chunk))
     return decoded, failed
+
+
+def _plan(files: List[Path], config: EtlConfig, made_by: Optional[Dict[str, Any]],
+          previous: Tuple[Optional[RowIndex], Optional[Path]]) -> Tuple[RowIndex, RowPlan]:
+    """The content keys of the files and which of them to decode (unreadable ones too)."""
+    keys = _content_keys(files, config.workers, config.chunk_size)
+    index = RowIndex.of([key or "" for key in keys], made_by or {})
+    plan = plan_rows(index.keys, index, *previous)
+    plan.sources[[row for row, key in enumerate(keys) if key is None]] = -1   # (F,)
+    plan = plan._replace(compute=np.flatnonzero(plan.sources < 0))     # (K,) to decode
+    logger.info("%s", plan.describe("ETL"))
+    return index, plan
+
+
+def _write_images(images_out: PathLike, plan: RowPlan, decoded_rows: Path,
+                  from_decoded: np.ndarray, kept: np.ndarray, config: EtlConfig) -> None:
+    """Writes the kept files' rows: from the previous output or from the decoded rows.
+
+    Args:
+        images_out: The output array.
+        plan: The plan (its ``sources`` index the previous output, per file).
+        decoded_rows: The rows decoded this run, one per planned file.
+        from_decoded: (N,) row in ``decoded_rows`` of each kept file, -1 if reused.
+        kept: (N,) the files kept, in order.
+        config: The ETL settings (image size, chunk size).
+    """
+    side, chunk_size = config.image_size, config.chunk_size
+    if len(kept) == len(plan.sources) == np.count_nonzero(from_decoded >= 0):
+        os.replace(decoded_rows, images_out)     # all decoded: the rows file is the output
+        return
+    with open_npy_writer(images_out, (len(kept), side, side, 3), np.uint8) as out:
+        if plan.previous is not None:
+            copy_rows(NpyRowReader(plan.previous), out, plan.sources[kept], chunk_size)
+        copy_rows(NpyRowReader(decoded_rows), out, from_decoded, chunk_size)
 
 
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
@@ -129,7 +163,6 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
     found = list_images(master)
     if not found:
         raise InputError(f"no image files found under {master}")
-    side, chunk_size = config.image_size, config.chunk_size
     skipped: List[Dict[str, str]] = []
     files = []
     for path in found:
@@ -139,32 +172,20 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             skipped.append({"name": name, "reason": problem})
         else:
             files.append(path)
-    keys = _content_keys(files, config.workers, chunk_size)
-    index = RowIndex.of([key or "" for key in keys], made_by or {})
-    plan = plan_rows(np.array([key or "" for key in keys]), index, *previous)
-    plan.sources[[row for row, key in enumerate(keys) if key is None]] = -1   # (F,)
-    plan = plan._replace(compute=np.flatnonzero(plan.sources < 0))     # unreadable: decode
-    todo = plan.compute                                                   # (K,)
-    logger.info("%s", plan.describe("ETL"))
+    index, plan = _plan(files, config, made_by, previous)
     tmp_rows = Path(images_out).with_name(Path(images_out).name + ".rows.npy")
     try:
-        decoded, failed = _decode([files[i] for i in todo], tmp_rows, config)
+        decoded, failed = _decode([files[i] for i in plan.compute], tmp_rows, config)
         for position, reason in sorted(failed.items()):
-            skipped.append({"name": files[todo[position]].relative_to(master).as_posix(),
-                            "reason": reason})
+            skipped.append({"name": files[plan.compute[position]].relative_to(master)
+                            .as_posix(), "reason": reason})
         from_new = np.full(len(files), -1, np.int64)                      # (F,)
-        from_new[todo[decoded]] = decoded
+        from_new[plan.compute[decoded]] = decoded
         kept = np.flatnonzero((plan.sources >= 0) | (from_new >= 0))      # (N,)
-        if not len(kept):
+        if kept.size == 0:
             raise InputError(f"none of the {len(found)} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
-        if len(kept) == len(files) == len(decoded):   # all decoded: the rows file is the output
-            os.replace(tmp_rows, images_out)
-        else:
-            with open_npy_writer(images_out, (len(kept), side, side, 3), np.uint8) as out:
-                if plan.previous is not None:
-                    copy_rows(NpyRowReader(plan.previous), out, plan.sources[kept], chunk_size)
-                copy_rows(NpyRowReader(tmp_rows), out, from_new[kept], chunk_size)
+        _write_images(images_out, plan, tmp_rows, from_new[kept], kept, config)
     finally:
         tmp_rows.unlink(missing_ok=True)
     names = [files[i].relative_to(master).as_posix() for i in kept]

@@ -90,8 +90,8 @@ def progress(total: int, desc: str, unit: str = "images",
     if _is_terminal(sys.stderr):
         from tqdm import tqdm  # pylint: disable=import-outside-toplevel
         with tqdm(total=total, desc=desc, unit=f" {unit}", file=sys.stderr,
-                  dynamic_ncols=True) as bar:
-            yield bar
+                  dynamic_ncols=True) as meter:
+            yield meter
         return
     reporter = LogProgress(total, desc, unit, LOG_INTERVAL if interval is None else interval)
     yield reporter

@@ -138,8 +138,8 @@ class RowIndex:
             raise ArtifactError(f"row index {path} is missing: run `dvc repro`")
         try:
             with np.load(path, allow_pickle=False) as data:
-                keys, fingerprint, text = data["keys"], str(data["fingerprint"]), \
-                    str(data["recipe"])
+                keys = np.array(data["keys"])                            # (N,)
+                fingerprint, text = str(data["fingerprint"]), str(data["recipe"])
         except (OSError, ValueError, KeyError, EOFError) as err:
             raise ArtifactError(f"row index {path} is not valid: {err}") from err
         if keys.ndim != 1 or keys.dtype.kind != "U":
@@ -276,9 +276,9 @@ def apply_rows(source: NpyRowReader, output: PathLike, trailing_shape: Tuple[int
             previous = NpyRowReader(plan.previous, dtype=dtype, ndim=len(shape),
                                     trailing_shape=trailing_shape)
             copy_rows(previous, out, plan.sources, chunk_size)
-        with progress(len(plan.compute), desc) as bar:
+        with progress(len(plan.compute), desc) as meter:
             for start in range(0, len(plan.compute), chunk_size):
                 rows = plan.compute[start:start + chunk_size]                 # (C,)
                 write_rows(out, rows, transform(read_rows(source, rows)))     # (C, ...)
-                bar.update(len(rows))
+                meter.update(len(rows))
     return total

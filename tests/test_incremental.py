@@ -145,6 +145,7 @@ def test_k_changed_photos_cost_k_rows_and_equal_a_full_build(library, tmp_path):
     log = repro_log(project, "modelling")
     assert planned(log) == {stage: (3, 7) for stage in STAGES}, log
     assert "keeping the previous saved model" in log
+    assert (project / "data/model/vectorizer_model/model.keras").stat().st_nlink == 2  # linked
     for path, md5 in before.items():           # the previous versions are intact in the cache
         data = cache_object(project, md5).read_bytes()
         assert hashlib.md5(data).hexdigest() == md5, f"{path}'s cached version was changed"

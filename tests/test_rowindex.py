@@ -103,16 +103,18 @@ def test_log_progress_lines_give_count_rate_and_eta(caplog):
 
 def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere(monkeypatch, caplog):
     class Terminal(io.StringIO):
+        """A stream that says it is a terminal."""
+
         def isatty(self):
             return True
 
     screen = Terminal()
     monkeypatch.setattr("sys.stderr", screen)
-    with progress(4, "features") as bar:
-        bar.update(4)
+    with progress(4, "features") as meter:
+        meter.update(4)
     assert "features: 100%" in screen.getvalue() and "4/4" in screen.getvalue()
     monkeypatch.setattr("sys.stderr", io.StringIO())
     with caplog.at_level(logging.INFO, logger=progress_module.__name__):
-        with progress(2, "ETL", interval=3600) as bar:
-            bar.update(2)
+        with progress(2, "ETL", interval=3600) as meter:
+            meter.update(2)
     assert [m.split(",")[0] for m in caplog.messages] == ["ETL: 2/2 images (100%)"]
