@@ -56,6 +56,19 @@ def _object_path(root: Path, md5: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def _checked(cached: Optional[Path], entry: Dict[str, Any]) -> Optional[Path]:
+    """The cached file, unless its size differs from what ``dvc.lock`` records.
+
+    The cache is trusted as DVC trusts it (its files are read-only); a changed size
+    means someone wrote into it, and nothing is reused from it then.
+    """
+    if cached is not None and entry.get("size") not in (None, cached.stat().st_size):
+        logger.warning("DVC's cached %s is damaged (its size differs from dvc.lock): not "
+                       "reusing it", entry.get("path"))
+        return None
+    return cached
+
+
 def previous_output(root: PathLike, output: PathLike, member: Optional[str] = None
                     ) -> Optional[Path]:
     """The cached file of an output as ``dvc.lock`` records it, or None.
@@ -74,7 +87,7 @@ def previous_output(root: PathLike, output: PathLike, member: Optional[str] = No
         return None
     md5 = str(entry["md5"])
     if member is None:
-        return None if md5.endswith(".dir") else _object_path(root, md5)
+        return None if md5.endswith(".dir") else _checked(_object_path(root, md5), entry)
     listing = _object_path(root, md5) if md5.endswith(".dir") else None
     if listing is None:
         return None
