@@ -20,6 +20,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional,
                     Tuple)
@@ -120,11 +121,16 @@ class RowIndex:
                    hashlib.sha256(text.encode("utf-8")).hexdigest(), text)
 
     def save(self, path: PathLike) -> None:
-        """Writes the sidecar atomically (``.npz``, no pickle)."""
+        """Writes the sidecar atomically: an ``.npz`` (no pickle), byte-identical for
+        equal indexes (fixed zip timestamps), so DVC sees an unchanged index as such."""
+        arrays = {"keys": self.keys, "fingerprint": np.array(self.fingerprint),
+                  "recipe": np.array(self.recipe)}
         with atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, keys=self.keys, fingerprint=np.str_(self.fingerprint),
-                         recipe=np.str_(self.recipe))
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+                for name, array in arrays.items():
+                    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    with archive.open(info, "w", force_zip64=True) as handle:
+                        np.lib.format.write_array(handle, array, allow_pickle=False)
 
     @classmethod
     def load(cls, path: PathLike) -> "RowIndex":
