@@ -50,12 +50,9 @@ def content_key(path: PathLike) -> str:
 
 
 def file_sha256(path: PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _lib_imports(path: Path) -> List[Path]:
