@@ -70,6 +70,27 @@ def database_labels(names: np.ndarray) -> np.ndarray:
     return labels
 
 
+def not_applicable(names: np.ndarray, queries: List[Tuple[Path, str]]) -> str:
+    """Why the labelled query set does not apply to a collection, or '' if it does.
+
+    It applies when at least one query's label is the first folder of a collection
+    image's name; your own photos, flat or in other folders, usually have none.
+    """
+    folders = {name.split("/", 1)[0] for name in names.tolist() if "/" in name}
+    labels = sorted({label for _, label in queries})
+    if folders & set(labels):
+        return ""
+    shown = ", ".join(sorted(folders)[:5]) + (", ..." if len(folders) > 5 else "")
+    return (f"no query label ({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''}) "
+            f"is a folder of the collection (folders: {shown or 'none'})")
+
+
+def not_applicable_metrics(queries: List[Tuple[Path, str]], reason: str) -> Dict[str, Any]:
+    """The metrics of a query set that does not apply: counts and why, no scores."""
+    return {"applicable": False, "reason": reason, "queries": len(queries),
+            "queries_evaluated": 0, "queries_without_relevant": len(queries)}
+
+
 def evaluate_engine(engine: ImageSearchEngine,
                     queries: List[Tuple[Path, str]]) -> Tuple[Dict[str, Any], np.ndarray]:
     """Ranks the collection for every query as serving does and scores the rankings.

@@ -56,7 +56,8 @@ def render_pr_curve(curve: np.ndarray, path: PathLike, title: str) -> None:
     corners = _to_pixels(np.array([[0.0, 0.0], [1.0, 1.0]]))          # (2, 2)
     cv2.rectangle(canvas, tuple(corners[0]), tuple(corners[1]), _INK, 1)
     points = _to_pixels(np.clip(np.asarray(curve, dtype=np.float64), 0.0, 1.0))  # (L, 2)
-    cv2.polylines(canvas, [points.reshape(-1, 1, 2)], False, _CURVE, 2, cv2.LINE_AA)
+    if len(points):                           # an empty curve: nothing was evaluated
+        cv2.polylines(canvas, [points.reshape(-1, 1, 2)], False, _CURVE, 2, cv2.LINE_AA)
     for point in points:
         cv2.circle(canvas, tuple(int(v) for v in point), 4, _CURVE, -1, cv2.LINE_AA)
     _text(canvas, "recall", ((corners[0][0] + corners[1][0]) // 2, _SIZE[1] - 18), 0.55, True)

@@ -15,11 +15,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from lib.artifacts import ArtifactError, NpyRowReader, atomic_path, open_npy_writer
+from lib.artifacts import ArtifactError, NpyRowReader, atomic_path
 from lib.convcache import sha256_hex
 from lib.errors import PathLike
 from lib.precision import read_inference_model
 from lib.resnet import load_keras_model
+from lib.rowindex import RowPlan, apply_rows
 from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
 
 logger = logging.getLogger(__name__)
@@ -206,17 +207,23 @@ def _reproducible_archive(path: Path) -> None:
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
-                  chunk_size: int = 256) -> int:
+                  chunk_size: int = 256, plan: Optional[RowPlan] = None) -> int:
     """Embeds the feature store with ``vectorizer``, chunk by chunk.
+
+    Args:
+        features_in: The (N, S, S, 3) ``float32`` feature store.
+        vectors_out: The (N, D) ``float32`` output.
+        vectorizer: The model that embeds.
+        chunk_size: Feature-store rows read per step.
+        plan: ``plan.compute`` (sorted row indices) are embedded; every other row ``i``
+            is copied from row ``plan.sources[i]`` of ``plan.previous`` (the previous
+            vectors). None embeds every row.
 
     Returns:
         The number of vectors written.
     """
     features = NpyRowReader(features_in, dtype=np.float32, ndim=4,
                             trailing_shape=vectorizer.input_shape)  # (N, S, S, 3)
-    total = len(features)
-    with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
-        for start, chunk in features.chunks(chunk_size):
-            out[start:start + chunk.shape[0]] = vectorizer.transform(chunk)   # (C, D)
-            logger.info("embedding: %d/%d images", start + chunk.shape[0], total)
-    return int(total)
+    return apply_rows(features, vectors_out, (vectorizer.dim,), np.float32,
+                      vectorizer.transform, plan or RowPlan.full(len(features)), chunk_size,
+                      "embedding")

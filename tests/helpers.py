@@ -1,4 +1,5 @@
 """Shared test helpers: real photos, real weights, real DVC projects in temporary folders."""
+import configparser
 import csv
 import os
 import re
@@ -122,9 +123,18 @@ def write_query_set(rows: Iterable[Tuple[str, str]], dest: Path) -> None:
         writer.writerows((f"{label}/{Path(path).name}", label) for path, label in rows)
 
 
+def repo_cache_type() -> str:
+    """The cache link types this repository's ``.dvc/config`` sets (DVC's default if none)."""
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / ".dvc" / "config", encoding="utf-8")
+    return config.get("cache", "type", fallback="reflink,copy").strip('"')
+
+
 def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True,
                  queries: Optional[Iterable[Tuple[str, str]]] = None) -> Path:
     """A new git + DVC project with this repo's code, the real weights and given photos.
+
+    Its DVC cache links outputs as this repository's ``.dvc/config`` says.
 
     The labelled query set of the evaluate stage is the repo's demo set
     (``data/queries``), or the given dataset photos when ``queries`` is set.
@@ -149,6 +159,7 @@ def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True
         run(["dvc", "init", "-q"], root)
     else:
         run(["dvc", "init", "-q", "--no-scm"], root)
+    run(["dvc", "config", "cache.type", repo_cache_type()], root)
     return root
 
 

@@ -8,12 +8,14 @@ queries embedded by the pipeline's own batch functions.
 """
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lib.features import preprocess
 from lib.config import EtlConfig
+from lib.evaluation import not_applicable, not_applicable_metrics
 from lib.images import load_image
 from lib.metrics import evaluate
 from lib.vectorizer import Vectorizer
@@ -143,3 +145,15 @@ def test_a_bad_query_set_is_one_line_error(project, tmp_path):
     assert proc.returncode == 1 and "missing.jpg: no such file" in proc.stderr
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "c.png").exists()
     assert written_metrics(project)["queries"] == 20
+
+
+def test_a_query_set_applies_only_when_a_label_is_a_collection_folder():
+    queries = [(Path("q/1.jpg"), "shoes"), (Path("q/2.jpg"), "hat")]
+    assert not_applicable(np.array(["shoes/a.jpg", "x.jpg"]), queries) == ""
+    flat = not_applicable(np.array(["a.jpg", "b.jpg"]), queries)
+    assert flat == "no query label (hat, shoes) is a folder of the collection (folders: none)"
+    assert "(folders: 2019, 2020)" in not_applicable(np.array(["2019/a.jpg", "2020/b.jpg"]),
+                                                     queries)
+    metrics = not_applicable_metrics(queries, flat)
+    assert metrics == {"applicable": False, "reason": flat, "queries": 2,
+                       "queries_evaluated": 0, "queries_without_relevant": 2}
