@@ -20,6 +20,7 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 INTERPOLATION_NAMES = ("area", "linear", "cubic")
 POOLINGS = ("avg", "max", "gem")
 RUNTIMES = ("auto", "openvino", "tensorflow")
+ENGINES = ("local", "ray")
 
 _T = TypeVar("_T", bound="Section")
 
@@ -176,6 +177,11 @@ class ModellingConfig(Section):
         chunk_size: Images read from the feature store per step.
         runtime: ``auto`` (TensorFlow on a GPU, else OpenVINO when installed, else
             TensorFlow), ``openvino`` or ``tensorflow``.
+        engine: ``local`` (this process) or ``ray`` (a Ray cluster, ``lib.ray_engine``).
+        ray_address: The Ray cluster's address (``host:port``); null: ``$RAY_ADDRESS``,
+            else a local Ray instance with this machine's cores.
+        ray_actors: Embedding actors; 0 = one per ``ray_actor_cpus`` CPUs of the cluster.
+        ray_actor_cpus: CPUs each actor reserves (and its runtime's threads).
     """
 
     SECTION = "modelling"
@@ -185,6 +191,10 @@ class ModellingConfig(Section):
     batch_size: int = setting(32, int, minimum=1)
     chunk_size: int = setting(256, int, minimum=1)
     runtime: str = setting("auto", str, choices=RUNTIMES)
+    engine: str = setting("local", str, choices=ENGINES)
+    ray_address: Optional[str] = setting(None, str, optional=True)
+    ray_actors: int = setting(0, int, minimum=0)
+    ray_actor_cpus: int = setting(1, int, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Modelling stage: builds the ResNet50 vectorizer, saves it, embeds the collection.
 
 The collection is embedded with the model as *reloaded from disk*, the same artifact
-serving loads, so the index and queries cannot drift apart.
+serving loads, so the index and queries cannot drift apart: in this process
+(``modelling.engine: local``) or by actors on a Ray cluster (``ray``, which connects
+first, so that an unreachable cluster fails before any work).
 
 Usage (as ``dvc.yaml`` runs it)::
 
     python stages/modelling.py FEATURES_NPY VECTORS_NPY MODEL_DIR
 """
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.config import load_config
+from lib.ray_engine import ray_session, run_ray_embedding
 from lib.resnet import ResNet50Helper
 from lib.vectorizer import Vectorizer, run_embedding
 
@@ -37,11 +41,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.setup_logging(args.verbose)
     config = load_config(args.params)
     modelling = config.modelling
-    helper = ResNet50Helper.from_config(modelling, config.etl)
-    Vectorizer(helper.build(), batch_size=modelling.batch_size).save(args.model)
-    vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
-                                 runtime=modelling.runtime)
-    run_embedding(args.features, args.vectors, vectorizer, chunk_size=modelling.chunk_size)
+    on_ray = modelling.engine == "ray"
+    with ray_session(modelling.ray_address) if on_ray else contextlib.nullcontext():
+        helper = ResNet50Helper.from_config(modelling, config.etl)
+        Vectorizer(helper.build(), batch_size=modelling.batch_size).save(args.model)
+        vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
+                                     runtime=modelling.runtime)
+        if on_ray:
+            run_ray_embedding(args.features, args.vectors, vectorizer, modelling)
+        else:
+            run_embedding(args.features, args.vectors, vectorizer,
+                          chunk_size=modelling.chunk_size)
     return 0
 
 
