@@ -169,13 +169,17 @@ def _dataset(ray, features: Path, vectorizer: Vectorizer, modelling: ModellingCo
              rows: Optional[np.ndarray], total: int):
     """The lazy Ray Data pipeline: row ids -> feature rows (driver node) -> vectors."""
     ray.data.DataContext.get_current().enable_progress_bars = False
-    ids = ray.data.range(total) if rows is None else ray.data.from_numpy(rows)
+    size = modelling.chunk_size                 # one block per chunk: the unit of streaming
+    if rows is None:
+        ids = ray.data.range(total, override_num_blocks=-(-total // size))
+    else:
+        ids = ray.data.from_numpy([rows[i:i + size] for i in range(0, len(rows), size)])
     blob = Path(vectorizer.source).read_bytes()
     actors = _actors(ray, modelling)
     logger.info("ray: %d rows to %d actors of %d CPUs", total if rows is None else len(rows),
                 actors, modelling.ray_actor_cpus)
     reads = ids.map_batches(
-        _read_rows, batch_size=modelling.chunk_size, num_cpus=0,
+        _read_rows, batch_size=size, num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=2),
         label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},
         fn_kwargs={"features": str(features), "column": "id" if rows is None else "data"})
@@ -184,7 +188,7 @@ def _dataset(ray, features: Path, vectorizer: Vectorizer, modelling: ModellingCo
         # without them Ray Data restarts actors and retries batches forever.
         warnings.simplefilter("ignore", DeprecationWarning)
         return reads.map_batches(
-            Embedder, batch_size=modelling.chunk_size,
+            Embedder, batch_size=size,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=modelling.ray_actor_cpus, max_restarts=RETRIES, max_task_retries=RETRIES,
             fn_constructor_kwargs={"model": [ray.put(blob)],

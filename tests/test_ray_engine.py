@@ -4,6 +4,7 @@ The cluster (a head and a worker node, one CPU each, started with ``ray start`` 
 user would) is shared by the module: Ray takes seconds to start.
 """
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ from tests.helpers import DATASET, REPO_ROOT, pick_per_class, repro, run, set_pa
 RAY = str(Path(sys.executable).parent / "ray")
 PARITY = 0.99999                                 # per-row cosine, ray vs local engine
 ACTOR_TITLE = "MapBatches(Embedder)"             # in the process title of each actor
+AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 
 
 def free_port() -> int:
@@ -84,7 +86,13 @@ def _cmdline(proc: psutil.Process):
 
 @pytest.fixture(scope="module", name="ray_cluster")
 def ray_cluster_fixture(tmp_path_factory):
-    """The two-node cluster, up once both nodes have joined."""
+    """The two-node cluster with token authentication, up once both nodes have joined.
+
+    Its token is in this process's environment for the module (drivers started by the
+    tests, such as ``dvc repro``, inherit it), as the README tells users to do.
+    """
+    saved = {key: os.environ.get(key) for key in AUTH}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
     cluster = Cluster(tmp_path_factory.mktemp("ray-logs"))
     try:
         deadline = time.monotonic() + 180
@@ -102,6 +110,11 @@ def ray_cluster_fixture(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.mark.slow
