@@ -125,9 +125,9 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
         ray.shutdown()
 
 
-def _read_rows(batch: Dict[str, np.ndarray], features: str, column: str) -> Dict[str, np.ndarray]:
+def _read_rows(batch: Dict[str, np.ndarray], features: str) -> Dict[str, np.ndarray]:
     """Ray Data task on the driver's node: the feature-store rows a batch names."""
-    rows = np.asarray(batch[column], dtype=np.int64)                    # (C,) sorted
+    rows = np.asarray(batch["data"], dtype=np.int64)                    # (C,) sorted
     reader = NpyRowReader(features, dtype=np.float32, ndim=4)          # (N, S, S, 3)
     runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)       # contiguous runs
     return {"row": rows,
@@ -166,23 +166,22 @@ def _actors(ray, modelling: ModellingConfig) -> int:
 
 
 def _dataset(ray, features: Path, vectorizer: Vectorizer, modelling: ModellingConfig,
-             rows: Optional[np.ndarray], total: int):
+             rows: np.ndarray):
     """The lazy Ray Data pipeline: row ids -> feature rows (driver node) -> vectors."""
     ray.data.DataContext.get_current().enable_progress_bars = False
     size = modelling.chunk_size                 # one block per chunk: the unit of streaming
-    if rows is None:
-        ids = ray.data.range(total, override_num_blocks=-(-total // size))
-    else:
-        ids = ray.data.from_numpy([rows[i:i + size] for i in range(0, len(rows), size)])
+    # Row ids from the driver's memory (ray.data.range would need a CPU for its read
+    # tasks, and the actors may hold every CPU of the cluster).
+    ids = ray.data.from_numpy([rows[i:i + size] for i in range(0, len(rows), size)])
     blob = Path(vectorizer.source).read_bytes()
     actors = _actors(ray, modelling)
-    logger.info("ray: %d rows to %d actors of %d CPUs", total if rows is None else len(rows),
-                actors, modelling.ray_actor_cpus)
+    logger.info("ray: %d rows to %d actors of %d CPUs", len(rows), actors,
+                modelling.ray_actor_cpus)
     reads = ids.map_batches(
         _read_rows, batch_size=size, num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=2),
         label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},
-        fn_kwargs={"features": str(features), "column": "id" if rows is None else "data"})
+        fn_kwargs={"features": str(features)})
     with warnings.catch_warnings():
         # Ray 2.60 deprecates these remote args (removal: 2.64) without a named successor;
         # without them Ray Data restarts actors and retries batches forever.
@@ -218,33 +217,32 @@ def embed_rows(features_in: PathLike, out: NpyRowWriter, vectorizer: Vectorizer,
 
     Raises:
         ArtifactError: The feature store is missing or not images of the model's shape.
-        ValueError: ``rows`` not sorted and distinct, or out of range.
+        ValueError: ``rows`` not sorted and distinct, out of range, or not one
+            output row each.
     """
     ray = _ray()
     features = Path(features_in).resolve()
     total = len(NpyRowReader(features, dtype=np.float32, ndim=4,
                              trailing_shape=vectorizer.input_shape))
-    if rows is not None:
-        rows = np.asarray(rows, dtype=np.int64)                         # (M,)
-        if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= total):
-            raise ValueError(f"rows must be sorted, distinct and within [0, {total})")
-    count = total if rows is None else len(rows)
-    targets = out_rows if out_rows is not None else rows
-    done = np.zeros(count, dtype=bool)                                  # (M,)
-    if count:
-        for batch in _dataset(ray, features, vectorizer, modelling, rows, total).iter_batches(
+    rows = np.arange(total, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= total):
+        raise ValueError(f"rows must be sorted, distinct and within [0, {total})")
+    targets = rows if out_rows is None else np.asarray(out_rows, dtype=np.int64)  # (M,)
+    if targets.shape != rows.shape:
+        raise ValueError(f"{len(targets)} output rows for {len(rows)} rows")
+    done = np.zeros(len(rows), dtype=bool)                              # (M,)
+    if len(rows):
+        for batch in _dataset(ray, features, vectorizer, modelling, rows).iter_batches(
                 batch_size=None, batch_format="numpy"):
-            got = np.asarray(batch["row"], dtype=np.int64)              # (C,) feature rows
-            index = got if rows is None else np.searchsorted(rows, got)  # (C,) positions
-            _write(out, index if targets is None else np.asarray(targets)[index],
-                   batch["vector"])
+            index = np.searchsorted(rows, batch["row"])                 # (C,) positions
+            _write(out, targets[index], batch["vector"])
             done[index] = True
             if progress is not None:
-                progress(int(done.sum()), count)
-            logger.info("embedding: %d/%d images", int(done.sum()), count)
+                progress(int(done.sum()), len(rows))
+            logger.info("embedding: %d/%d images", int(done.sum()), len(rows))
     if not done.all():
-        raise RuntimeError(f"ray returned {int(done.sum())} of {count} rows")
-    return count
+        raise RuntimeError(f"ray returned {int(done.sum())} of {len(rows)} rows")
+    return len(rows)
 
 
 def _write(out: NpyRowWriter, targets: np.ndarray, vectors: np.ndarray) -> None:

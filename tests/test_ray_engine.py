@@ -57,9 +57,11 @@ class Cluster:
         self.nodes.append(self._start(["--address", self.address] + common, "worker"))
 
     def _start(self, args, name: str) -> subprocess.Popen:
+        env = tool_env()
+        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"    # stop at once when told to
         with open(self.logs / f"{name}.log", "w", encoding="utf-8") as log:
             return subprocess.Popen([RAY, "start", *args], stdout=log,  # pylint: disable=consider-using-with
-                                    stderr=subprocess.STDOUT, env=tool_env())
+                                    stderr=subprocess.STDOUT, env=env)
 
     def actor_pids(self):
         """Pids of the embedding actors now alive in this cluster's processes."""
@@ -69,8 +71,9 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM to each ``ray start --block``: it stops its node's processes."""
-        for node in reversed(self.nodes):
+        for node in self.nodes:
             node.terminate()
+        for node in self.nodes:
             try:
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
