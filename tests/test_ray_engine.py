@@ -120,19 +120,53 @@ def ray_cluster_fixture(tmp_path_factory):
                 os.environ[key] = value
 
 
+def ray_project(query_project: Path, tmp_path: Path, cluster: Cluster, **params) -> Path:
+    """A copy of the session's query project (built by the local engine) set to use Ray."""
+    project = tmp_path / "project"
+    shutil.copytree(query_project, project, symlinks=True)
+    set_params(project, {"modelling.engine": "ray", "modelling.ray_address": cluster.address,
+                         **{f"modelling.{key}": value for key, value in params.items()}})
+    return project
+
+
 @pytest.mark.slow
 def test_ray_engine_through_dvc_repro_equals_the_local_engine(query_project, ray_cluster,
                                                               tmp_path):
-    project = tmp_path / "project"
-    shutil.copytree(query_project, project, symlinks=True)
+    project = ray_project(query_project, tmp_path, ray_cluster, ray_actors=2, chunk_size=3)
     local = np.load(query_project / "data/model/embedded_image_vectors.npy")
-    set_params(project, {"modelling.engine": "ray", "modelling.ray_address": ray_cluster.address,
-                         "modelling.ray_actors": 2, "modelling.chunk_size": 3})
     assert repro(project, "modelling") == ["modelling"]
     vectors = np.load(project / "data/model/embedded_image_vectors.npy", allow_pickle=False)
     assert vectors.shape == local.shape and vectors.dtype == np.float32
     assert cosines(vectors, local).min() >= PARITY                        # same rows, same order
     assert "modelling" not in run(["dvc", "status", "modelling"], project).stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_ray_engine_leaves_no_vectors_and_no_actors(query_project, ray_cluster,
+                                                                   tmp_path):
+    project = ray_project(query_project, tmp_path, ray_cluster, ray_actors=1, chunk_size=1,
+                          batch_size=1)
+    vectors = project / "data/model/embedded_image_vectors.npy"
+    vectors.unlink()
+    with (tmp_path / "stage.log").open("w+", encoding="utf-8") as log, subprocess.Popen(
+            ["python", "stages/modelling.py", "data/feature_store/feature_engineered.npy",
+             str(vectors.relative_to(project)), "data/model/vectorizer_model"], cwd=project,
+            env=tool_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True) as proc:
+        while proc.poll() is None and "embedding: 1/" not in log.read():
+            time.sleep(0.1)
+            log.seek(0)
+        assert proc.poll() is None, "the stage ended before it was interrupted"
+        os.killpg(proc.pid, signal.SIGINT)                # as a terminal's Ctrl-C does
+        assert proc.wait(timeout=120) == 130
+        log.seek(0)
+        output = log.read()
+    assert "modelling.py: interrupted" in output and "Traceback" not in output, output
+    assert not vectors.exists()
+    assert not [path for path in vectors.parent.iterdir() if ".tmp" in path.name]
+    deadline = time.monotonic() + 60                     # the job's actors end with it
+    while ray_cluster.actor_pids():
+        assert time.monotonic() < deadline, "an actor outlived its interrupted driver"
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("where", ["params", "env"])
