@@ -181,7 +181,8 @@ class ModellingConfig(Section):
         ray_address: The Ray cluster's address (``host:port``); null: ``$RAY_ADDRESS``,
             else a local Ray instance with this machine's cores.
         ray_actors: Embedding actors; 0 = one per ``ray_actor_cpus`` CPUs of the cluster.
-        ray_actor_cpus: CPUs each actor reserves (and its runtime's threads).
+        ray_actor_cpus: CPUs each actor reserves (Ray scheduling; OpenVINO still uses
+            the cores it sees).
     """
 
     SECTION = "modelling"
