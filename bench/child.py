@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from bench.precision_jobs import JOBS as PRECISION_JOBS
+from bench.ray_engine import embed_engine
 from lib import cli
 from lib.features import preprocess
 from lib.config import EtlConfig
@@ -158,7 +159,8 @@ def search(args: Dict[str, Any]) -> Dict[str, Any]:
 
 
 JOBS = {"etl": etl, "etl_plain": etl_plain, "fe": fe, "fe_plain": fe_plain, "embed": embed,
-        "embed_compare": embed_compare, "search": search, **PRECISION_JOBS}
+        "embed_compare": embed_compare, "search": search, "embed_engine": embed_engine,
+        **PRECISION_JOBS}
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ Usage::
     python -m bench [--n 500] [--embed-rows 64] [--precision-rows 128] [--serve-n 10000]
                     [--out FILE]
     python -m bench --n 20000 --memory-only --embed-limit 150 --out FILE
+    python -m bench --engines [--engine-rows 256] --out FILE   # local vs Ray (bench.ray_engine)
 """
 import argparse
 import json
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
+from bench import ray_engine
 from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
 from lib.images import list_images
@@ -72,6 +74,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--memory-only", action="store_true",
                         help="only the streaming stages (for peak memory vs N): no "
                              "whole-array baselines, runtime comparison, serving or search")
+    parser.add_argument("--engines", action="store_true",
+                        help="only the embedding engines side by side: local, Ray with 1 and "
+                             "2 actors (see bench.ray_engine)")
+    parser.add_argument("--engine-rows", type=int, default=256,
+                        help="feature-store rows for --engines")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -198,6 +205,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
                     "processor": platform.processor(), "python": platform.python_version()},
         "n": args.n, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
+        if args.engines:
+            compare_engines(work, args, results)
+            return write_results(args.out, results)
         print(f"bench: N={args.n} in {work}", flush=True)
         make_master(args.dataset, work / "master", args.n)
         make_large(args.dataset, work / "large", args.large)
@@ -248,11 +258,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    return write_results(args.out, results)
+
+
+def write_results(out: Path, results: Dict[str, Any]) -> int:
+    """Stamps the finish time and writes the JSON file."""
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"bench: results in {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"bench: results in {out}")
     return 0
+
+
+def compare_engines(work: Path, args: argparse.Namespace, results: Dict[str, Any]) -> None:
+    """Local vs Ray embedding engines on one feature store (``bench.ray_engine``)."""
+    print(f"bench: engines on {args.engine_rows} rows in {work}", flush=True)
+    make_master(args.dataset, work / "master", args.engine_rows)
+    land, store, model = work / "landing", work / "features.npy", work / "model"
+    land.mkdir()
+    run_job("etl", {"master": work / "master", "out": land, "reduced_decode": True,
+                    "workers": 4})
+    run_job("fe", {"images": land / "resized_rgb.npy", "features": store})
+    Vectorizer(ResNet50Helper(weights=str(args.weights)).build()).save(model)
+    vectorizer = Vectorizer.load(model, runtime="auto")       # converted once, then cached
+    vectorizer.transform(np.zeros((1,) + vectorizer.input_shape, np.float32))
+    results["engines"] = ray_engine.compare(work, store, model, args.rounds, run_job)
+    ray_engine.summarise(results["engines"])
 
 
 def serve_project(work: Path, args: argparse.Namespace, results: Dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ POOLINGS = ("avg", "max", "gem")
 RUNTIMES = ("auto", "openvino", "tensorflow")
 PRECISIONS = ("fp32", "bf16", "int8")
 INDEX_KINDS = ("auto", "exact", "hnsw", "ivfpq")
+ENGINES = ("local", "ray")
 
 _T = TypeVar("_T", bound="Section")
 
@@ -172,7 +173,7 @@ class FeatureEngineeringConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModellingConfig(Section):
+class ModellingConfig(Section):  # pylint: disable=too-many-instance-attributes
     """The vectorizer model and how it embeds.
 
     Attributes:
@@ -188,6 +189,12 @@ class ModellingConfig(Section):
             with AVX512_BF16 or AMX) or ``int8`` (the model quantised by NNCF's
             post-training quantisation); ``bf16`` and ``int8`` run on OpenVINO.
         calibration_size: Feature-store rows (evenly spaced) that calibrate ``int8``.
+        engine: ``local`` (this process) or ``ray`` (a Ray cluster, ``lib.ray_engine``).
+        ray_address: The Ray cluster's address (``host:port``); null: ``$RAY_ADDRESS``,
+            else a local Ray instance with this machine's cores.
+        ray_actors: Embedding actors; 0 = one per ``ray_actor_cpus`` CPUs of the cluster.
+        ray_actor_cpus: CPUs each actor reserves (Ray scheduling; OpenVINO still uses
+            the cores it sees).
     """
 
     SECTION = "modelling"
@@ -199,6 +206,17 @@ class ModellingConfig(Section):
     runtime: str = setting("auto", str, choices=RUNTIMES)
     precision: str = setting("fp32", str, choices=PRECISIONS)
     calibration_size: int = setting(300, int, minimum=1)
+    engine: str = setting("local", str, choices=ENGINES)
+    ray_address: Optional[str] = setting(None, str, optional=True)
+    ray_actors: int = setting(0, int, minimum=0)
+    ray_actor_cpus: int = setting(1, int, minimum=1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.engine == "ray" and self.precision != "fp32":
+            raise ConfigError(f"modelling.engine: 'ray' embeds in fp32 only, but "
+                              f"modelling.precision is {self.precision!r}: set the precision "
+                              "to fp32 or the engine to local")
 
 
 @dataclasses.dataclass(frozen=True)

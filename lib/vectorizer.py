@@ -44,11 +44,14 @@ class Vectorizer:
             and ``int8`` run on OpenVINO.
         int8_model: The quantised OpenVINO IR (``model.xml``) of ``model``; required
             for ``int8`` (see :mod:`lib.precision`).
+        source: The saved ``model.keras`` it was loaded from (the ``ray`` engine ships
+            its bytes, checked against ``source_sha256``).
     """
 
     def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
                  source_sha256: Optional[str] = None, precision: str = "fp32",
-                 int8_model: Optional[Path] = None):  # pylint: disable=too-many-arguments
+                 int8_model: Optional[Path] = None,
+                 source: Optional[Path] = None):  # pylint: disable=too-many-arguments
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if (precision == "int8") != (int8_model is not None):
@@ -57,6 +60,7 @@ class Vectorizer:
         self.batch_size = batch_size
         self.runtime = choose_runtime(runtime, precision)
         self.source_sha256 = source_sha256
+        self.source = source
         self.precision = precision
         self.int8_model = int8_model
         self._forward = None
@@ -167,7 +171,7 @@ class Vectorizer:
                                 f"the index holds {expected_dim}-d vectors")
         return cls(model, batch_size=batch_size, runtime=runtime,
                    source_sha256=sha256_hex(data), precision=precision,
-                   int8_model=int8_model)
+                   int8_model=int8_model, source=path)
 
 
 def _renumber_shared_ids(config: bytes) -> bytes:

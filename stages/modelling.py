@@ -1,15 +1,17 @@
 """Modelling stage: builds the ResNet50 vectorizer, saves it, embeds the collection.
 
 The collection is embedded with the model as *reloaded from disk*, the same artifact
-serving loads, so the index and queries cannot drift apart. The inference model
+serving loads, so the index and queries cannot drift apart: in this process
+(``modelling.engine: local``) or by actors on a Ray cluster (``ray``, which connects
+first, so that an unreachable cluster fails before any work). The inference model
 records the precision (``modelling.precision``) and, for ``int8``, holds the model
 quantised on a sample of the feature store, which embeds the collection and queries.
 
 With the row indexes (``--upstream-rows``, ``--rows``) the stage is incremental: when
 the previous run used the same settings, code and weights (the same fingerprint, see
 ``lib/rowindex.py``), its saved model is kept, its vectors are copied for every row
-whose photo it already embedded, and only the new rows are embedded. Anything else
-rebuilds the model and embeds every row.
+whose photo it already embedded, and only the new rows are embedded (by either
+engine). Anything else rebuilds the model and embeds every row.
 
 Usage (as ``dvc.yaml`` runs it)::
 
@@ -17,6 +19,7 @@ Usage (as ``dvc.yaml`` runs it)::
         --upstream-rows FEATURE_ROWS_NPZ --rows ROWS_NPZ
 """
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -30,6 +33,7 @@ from lib.artifacts import atomic_path, clean_leftovers
 from lib.config import Config, load_config
 from lib.incremental import add_row_index_args, plan_stage, previous_output, restore_file
 from lib.precision import write_inference_model
+from lib.ray_engine import ray_session, run_ray_embedding
 from lib.resnet import ResNet50Helper
 from lib.rowindex import RowIndex, RowPlan, file_sha256, row_settings
 from lib.runtime import choose_runtime
@@ -84,27 +88,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = load_config(args.params)
     modelling = config.modelling
     choose_runtime(modelling.runtime, modelling.precision)    # e.g. no bf16: fail first
-    helper = ResNet50Helper.from_config(modelling, config.etl)
-    index, plan, cached = None, None, None
-    if args.rows is not None and args.upstream_rows is not None:
-        index, plan = plan_embedding(args, config, helper)
-        if plan.previous is not None:
-            cached = previous_output(args.params.parent, args.model, member=MODEL_FILE)
-    if cached is not None:
-        keep_model(args.params.parent, cached, args.model)
-    else:
-        Vectorizer(helper.build(), batch_size=modelling.batch_size).save(args.model)
-    if plan is not None and (cached is None or modelling.precision == "int8"):
-        # A new model, or an int8 model calibrated anew on the grown collection,
-        # embeds every row.
-        plan = RowPlan.full(len(plan.sources))
-    write_inference_model(args.inference_model, args.model / MODEL_FILE, args.features,
-                          modelling)
-    vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
-                                 runtime=modelling.runtime, precision=modelling.precision,
-                                 inference_model=args.inference_model)
-    run_embedding(args.features, args.vectors, vectorizer, chunk_size=modelling.chunk_size,
-                  plan=plan)
+    on_ray = modelling.engine == "ray"
+    with ray_session(modelling.ray_address) if on_ray else contextlib.nullcontext():
+        helper = ResNet50Helper.from_config(modelling, config.etl)
+        index, plan, cached = None, None, None
+        if args.rows is not None and args.upstream_rows is not None:
+            index, plan = plan_embedding(args, config, helper)
+            if plan.previous is not None:
+                cached = previous_output(args.params.parent, args.model, member=MODEL_FILE)
+        if cached is not None:
+            keep_model(args.params.parent, cached, args.model)
+        else:
+            Vectorizer(helper.build(), batch_size=modelling.batch_size).save(args.model)
+        if plan is not None and (cached is None or modelling.precision == "int8"):
+            # A new model, or an int8 model calibrated anew on the grown collection,
+            # embeds every row.
+            plan = RowPlan.full(len(plan.sources))
+        write_inference_model(args.inference_model, args.model / MODEL_FILE, args.features,
+                              modelling)
+        vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
+                                     runtime=modelling.runtime, precision=modelling.precision,
+                                     inference_model=args.inference_model)
+        if on_ray:
+            run_ray_embedding(args.features, args.vectors, vectorizer, modelling, plan=plan)
+        else:
+            run_embedding(args.features, args.vectors, vectorizer,
+                          chunk_size=modelling.chunk_size, plan=plan)
     if index is not None:
         index.save(args.rows)
     return 0
