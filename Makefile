@@ -7,10 +7,11 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# requirements-ray.txt is requirements.txt plus the optional Ray engine (tested in CI).
+$(VENV)/.installed: requirements.txt requirements-ray.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-ray.txt
 	touch $@
 
 test: install

@@ -1,6 +1,15 @@
-"""``python -m bench``: runs the benchmark (see ``bench.run``)."""
+"""``python -m bench``: runs the benchmark (see ``bench.run``); ``python -m bench service``:
+the HTTP service's load scenario (see ``bench.service``); ``python -m bench incremental``:
+the living-library scenario (see ``bench.incremental``)."""
 import sys
 
-from bench.run import main
+if sys.argv[1:2] == ["service"]:
+    from bench.service import main as service_main
+    sys.exit(service_main(sys.argv[2:]))
+if sys.argv[1:2] == ["incremental"]:
+    from bench.incremental import main as incremental_main
+    sys.exit(incremental_main(sys.argv[2:]))
+
+from bench.run import main  # pylint: disable=wrong-import-position
 
 sys.exit(main())

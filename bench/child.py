@@ -16,6 +16,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
+from bench.precision_jobs import JOBS as PRECISION_JOBS
+from bench.ray_engine import embed_engine
 from lib import cli
 from lib.features import preprocess
 from lib.config import EtlConfig
@@ -71,9 +73,10 @@ def embed(args: Dict[str, Any]) -> Dict[str, Any]:
     start = time.perf_counter()
     vectorizer = Vectorizer.load(args["model"], batch_size=32, runtime=args["runtime"])
     vectorizer.transform(np.zeros((1,) + vectorizer.input_shape, np.float32))  # convert
-    loaded = time.perf_counter()
+    loaded, cpu = time.perf_counter(), time.process_time()
     rows = run_embedding(args["features"], args["vectors"], vectorizer, chunk_size=256)
     return {"seconds": time.perf_counter() - loaded, "load_seconds": loaded - start,
+            "cpu_seconds": time.process_time() - cpu,             # all threads
             "rows": rows, "runtime": vectorizer.runtime}
 
 
@@ -156,7 +159,8 @@ def search(args: Dict[str, Any]) -> Dict[str, Any]:
 
 
 JOBS = {"etl": etl, "etl_plain": etl_plain, "fe": fe, "fe_plain": fe_plain, "embed": embed,
-        "embed_compare": embed_compare, "search": search}
+        "embed_compare": embed_compare, "search": search, "embed_engine": embed_engine,
+        **PRECISION_JOBS}
 
 
 def main() -> int:

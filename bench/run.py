@@ -11,8 +11,10 @@ process per query for serving, and an in-memory full cosine for search.
 
 Usage::
 
-    python -m bench [--n 500] [--embed-rows 64] [--serve-n 10000] [--out FILE]
+    python -m bench [--n 500] [--embed-rows 64] [--precision-rows 128] [--serve-n 10000]
+                    [--out FILE]
     python -m bench --n 20000 --memory-only --embed-limit 150 --out FILE
+    python -m bench --engines [--engine-rows 256] --out FILE   # local vs Ray (bench.ray_engine)
 """
 import argparse
 import json
@@ -33,11 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
+from bench import ray_engine
+from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
 from lib.images import list_images
 from lib.resnet import ResNet50Helper
 from lib.runtime import CACHE_ENV
 from lib.vectorizer import Vectorizer
+from lib.whitening import save_whitening
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -55,6 +60,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="stop the embedding stage after this many seconds (SIGINT, as "
                              "a user would) to measure its memory on a large store")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the comparison")
+    parser.add_argument("--precision-rows", type=int, default=128,
+                        help="rows for the side-by-side precision comparison (tf.function, "
+                             "fp32, bf16, int8; int8 calibrated on up to 300 rows); 0 = off")
     parser.add_argument("--large", type=int, default=24,
                         help="12-megapixel photos made by upscaling, for the ETL")
     parser.add_argument("--serve-n", type=int, default=10000,
@@ -66,6 +74,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--memory-only", action="store_true",
                         help="only the streaming stages (for peak memory vs N): no "
                              "whole-array baselines, runtime comparison, serving or search")
+    parser.add_argument("--engines", action="store_true",
+                        help="only the embedding engines side by side: local, Ray with 1 and "
+                             "2 actors (see bench.ray_engine)")
+    parser.add_argument("--engine-rows", type=int, default=256,
+                        help="feature-store rows for --engines")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -192,6 +205,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
                     "processor": platform.processor(), "python": platform.python_version()},
         "n": args.n, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
+        if args.engines:
+            compare_engines(work, args, results)
+            return write_results(args.out, results)
         print(f"bench: N={args.n} in {work}", flush=True)
         make_master(args.dataset, work / "master", args.n)
         make_large(args.dataset, work / "large", args.large)
@@ -225,6 +241,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
                 "large_reduced": work / "etl_12mp" / "resized_rgb.npy"})
             results["reduced_decode"]["min_embedding_cosine"] = compare.pop(
                 "reduced_decode_min_cosine", None)
+            if args.precision_rows:
+                results["precision_compare"] = compare_precisions(
+                    store, model, work / "precision", min(args.precision_rows, args.n),
+                    args.rounds, min(300, args.n), run_job)
         stages["embed"] = run_job("embed", {"features": store, "model": model,
                                             "vectors": work / "vectors.npy", "runtime": "auto"},
                                   limit=args.embed_limit)
@@ -238,33 +258,66 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    return write_results(args.out, results)
+
+
+def write_results(out: Path, results: Dict[str, Any]) -> int:
+    """Stamps the finish time and writes the JSON file."""
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"bench: results in {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"bench: results in {out}")
     return 0
+
+
+def compare_engines(work: Path, args: argparse.Namespace, results: Dict[str, Any]) -> None:
+    """Local vs Ray embedding engines on one feature store (``bench.ray_engine``)."""
+    print(f"bench: engines on {args.engine_rows} rows in {work}", flush=True)
+    make_master(args.dataset, work / "master", args.engine_rows)
+    land, store, model = work / "landing", work / "features.npy", work / "model"
+    land.mkdir()
+    run_job("etl", {"master": work / "master", "out": land, "reduced_decode": True,
+                    "workers": 4})
+    run_job("fe", {"images": land / "resized_rgb.npy", "features": store})
+    Vectorizer(ResNet50Helper(weights=str(args.weights)).build()).save(model)
+    vectorizer = Vectorizer.load(model, runtime="auto")       # converted once, then cached
+    vectorizer.transform(np.zeros((1,) + vectorizer.input_shape, np.float32))
+    results["engines"] = ray_engine.compare(work, store, model, args.rounds, run_job)
+    ray_engine.summarise(results["engines"])
 
 
 def serve_project(work: Path, args: argparse.Namespace, results: Dict[str, Any]) -> None:
     """Serving latency on a collection of ``--serve-n`` rows tiled from the run's."""
+    project = make_serve_project(work, args.serve_n)
+    queries = list_images(args.dataset / "test")[:args.queries]
+    results["serve"] = {"n": args.serve_n, **serve_latency(project, queries, args.cold)}
+
+
+def make_serve_project(work: Path, size: int) -> Path:
+    """A servable folder ``work/serve`` of ``size`` rows tiled from the run's artifacts.
+
+    Reads ``work/vectors.npy``, ``work/landing`` and ``work/model``; the folder's
+    ``params.yaml`` points at the tiled copies (serve it with ``--no-verify``).
+    """
     project = work / "serve"
     data = project / "data"
     data.mkdir(parents=True)
-    size = args.serve_n
     tile_rows(work / "vectors.npy", data / "vectors.npy", size)
     tile_rows(work / "landing" / "resized_rgb.npy", data / "images.npy", size)
     names = np.load(work / "landing" / "image_names.npy")
     np.save(data / "names.npy", np.array([f"{i // len(names)}/{names[i % len(names)]}"
                                           for i in range(size)]))
     shutil.copytree(work / "model", data / "model")
+    # Whitening off, as params.yaml has it (serving refuses a missing artifact).
+    save_whitening(data / "model" / "whitening.npz", None, np.load(
+        data / "vectors.npy", mmap_mode="r").shape[1], size)
     params = (ROOT / "params.yaml").read_text(encoding="utf-8")
     for key, value in (("images", "data/images.npy"), ("names", "data/names.npy"),
                        ("vectors", "data/vectors.npy"), ("model", "data/model")):
         params = "\n".join(f"  {key}: {value}" if line.startswith(f"  {key}:") else line
                            for line in params.splitlines())
     (project / "params.yaml").write_text(params + "\n", encoding="utf-8")
-    queries = list_images(args.dataset / "test")[:args.queries]
-    results["serve"] = {"n": size, **serve_latency(project, queries, args.cold)}
+    return project
 
 
 def summarise(results: Dict[str, Any]) -> None:
@@ -288,6 +341,8 @@ def summarise(results: Dict[str, Any]) -> None:
         ratios["embedding_vs_tf_function"] = best / compare["tf_function"]
         print("embedding img/s side by side:",
               ", ".join(f"{k} {v:.2f}" for k, v in compare.items()))
+    if "precision_compare" in results:
+        print_table(results["precision_compare"])
     if "serve" in results:
         serve = results["serve"]
         print(f"serve N={serve['n']}: cold p50 {serve['cold']['p50_ms']:.0f} ms, warm p50 "

@@ -3,14 +3,21 @@
 A :class:`~lib.errors.UserError` is printed as one line and exits 1; any other
 exception is a bug and keeps its full traceback (exit 1 too). ``-v/--verbose``, which
 every script's parser has, turns on DEBUG logging and shows tracebacks for user errors.
+Without it, what native libraries print while they load (TensorFlow's absl and oneDNN
+start-up lines) and Python warnings from libraries are hidden, so a normal run shows only
+the project's own lines; ``-v`` shows everything.
 """
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 import traceback
-from typing import Callable, Optional, Sequence
+import warnings
+from typing import Callable, Iterator, Optional, Sequence
 
 from lib.errors import UserError, one_line
 
@@ -18,20 +25,61 @@ logger = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
-_STATE = {"verbose": False}
+_STATE = {"verbose": False, "quiet": False}
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Logs to stderr; INFO for progress, DEBUG and tracebacks with ``verbose``."""
+    """Logs to stderr; INFO for progress, DEBUG and tracebacks with ``verbose``.
+
+    Without ``verbose`` the run is quiet: library warnings are ignored and
+    :func:`quiet_native_stderr` hides native start-up output.
+    """
     _STATE["verbose"] = bool(verbose)
+    _STATE["quiet"] = not verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
                         force=True)
+    if not verbose:
+        # Keras and TensorFlow warn about their own internals (not the user's input).
+        for module in ("keras", "tensorflow", "openvino", "absl"):
+            warnings.filterwarnings("ignore", module=module)
 
 
 def is_verbose() -> bool:
     """Whether ``-v`` was given."""
     return _STATE["verbose"]
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hides what native code writes to stderr inside the block (quiet runs only).
+
+    TensorFlow's C++ start-up lines (``WARNING: All log messages before
+    absl::InitializeLog()...``, ``oneDNN custom operations are on``) bypass Python and
+    its own log-level variables, so file descriptor 2 is pointed at a scratch file
+    while TensorFlow loads. If the block raises, what was hidden is written out first.
+    Outside a quiet command-line run (``-v``, or a library caller) it does nothing.
+    """
+    if not _STATE["quiet"]:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            else:
+                logger.debug("hidden native output: %d bytes", sink.tell())
 
 
 def error_line(prog: str, err: BaseException) -> str:

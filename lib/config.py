@@ -20,6 +20,9 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 INTERPOLATION_NAMES = ("area", "linear", "cubic")
 POOLINGS = ("avg", "max", "gem")
 RUNTIMES = ("auto", "openvino", "tensorflow")
+PRECISIONS = ("fp32", "bf16", "int8")
+INDEX_KINDS = ("auto", "exact", "hnsw", "ivfpq")
+ENGINES = ("local", "ray")
 
 _T = TypeVar("_T", bound="Section")
 
@@ -108,14 +111,20 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     images: str = setting("data/landing/resized_rgb.npy", str)
     names: str = setting("data/landing/image_names.npy", str)
     etl_report: str = setting("data/landing/etl_report.json", str)
+    landing_rows: str = setting("data/landing/rows.npz", str)
     features: str = setting("data/feature_store/feature_engineered.npy", str)
+    feature_rows: str = setting("data/feature_store/rows.npz", str)
     vectors: str = setting("data/model/embedded_image_vectors.npy", str)
+    vector_rows: str = setting("data/model/rows.npz", str)
     model: str = setting("data/model/vectorizer_model", str)
     whitening: str = setting("data/model/whitening.npz", str)
+    inference_model: str = setting("data/model/inference_model", str)
+    index: str = setting("data/model/index", str)
     queries: str = setting("data/queries", str)
     query_labels: str = setting("data/queries/labels.csv", str)
     metrics: str = setting("metrics/evaluation.json", str)
     pr_curve: str = setting("metrics/pr_curve.csv", str)
+    pr_curve_png: str = setting("metrics/pr_curve.png", str)
 
     def resolve(self, root: PathLike = ".") -> Dict[str, Path]:
         """Every path, by key, joined to ``root``."""
@@ -164,7 +173,7 @@ class FeatureEngineeringConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModellingConfig(Section):
+class ModellingConfig(Section):  # pylint: disable=too-many-instance-attributes
     """The vectorizer model and how it embeds.
 
     Attributes:
@@ -176,6 +185,16 @@ class ModellingConfig(Section):
         chunk_size: Images read from the feature store per step.
         runtime: ``auto`` (TensorFlow on a GPU, else OpenVINO when installed, else
             TensorFlow), ``openvino`` or ``tensorflow``.
+        precision: ``fp32`` (the design), ``bf16`` (OpenVINO's bf16 inference, on CPUs
+            with AVX512_BF16 or AMX) or ``int8`` (the model quantised by NNCF's
+            post-training quantisation); ``bf16`` and ``int8`` run on OpenVINO.
+        calibration_size: Feature-store rows (evenly spaced) that calibrate ``int8``.
+        engine: ``local`` (this process) or ``ray`` (a Ray cluster, ``lib.ray_engine``).
+        ray_address: The Ray cluster's address (``host:port``); null: ``$RAY_ADDRESS``,
+            else a local Ray instance with this machine's cores.
+        ray_actors: Embedding actors; 0 = one per ``ray_actor_cpus`` CPUs of the cluster.
+        ray_actor_cpus: CPUs each actor reserves (Ray scheduling; OpenVINO still uses
+            the cores it sees).
     """
 
     SECTION = "modelling"
@@ -185,6 +204,19 @@ class ModellingConfig(Section):
     batch_size: int = setting(32, int, minimum=1)
     chunk_size: int = setting(256, int, minimum=1)
     runtime: str = setting("auto", str, choices=RUNTIMES)
+    precision: str = setting("fp32", str, choices=PRECISIONS)
+    calibration_size: int = setting(300, int, minimum=1)
+    engine: str = setting("local", str, choices=ENGINES)
+    ray_address: Optional[str] = setting(None, str, optional=True)
+    ray_actors: int = setting(0, int, minimum=0)
+    ray_actor_cpus: int = setting(1, int, minimum=1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.engine == "ray" and self.precision != "fp32":
+            raise ConfigError(f"modelling.engine: 'ray' embeds in fp32 only, but "
+                              f"modelling.precision is {self.precision!r}: set the precision "
+                              "to fp32 or the engine to local")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +225,55 @@ class WhiteningConfig(Section):
 
     SECTION = "whitening"
     dim: int = setting(0, int, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
+    """The vector index serving ranks through (``lib.index``).
+
+    Attributes:
+        kind: ``auto`` (``exact`` below ``exact_below`` rows, else ``hnsw`` when the
+            float32 vectors fit ``flat_budget_mb``, else ``ivfpq``), ``exact`` (the
+            design's linear scan, bit for bit), ``hnsw`` (FAISS HNSW graph over the
+            float32 vectors) or ``ivfpq`` (FAISS inverted lists with product
+            quantisation: a compact index for collections that do not fit in memory).
+        exact_below: ``auto`` keeps the exact scan below this many rows.
+        flat_budget_mb: ``auto`` picks ``ivfpq`` when the float32 vectors exceed this.
+        hnsw_m: HNSW links per node.
+        ef_construction: HNSW candidate list while building.
+        ef_search: HNSW candidate list while searching (no rebuild).
+        nlist: IVF lists; 0 = about sqrt(N).
+        nprobe: IVF lists visited per query (no rebuild).
+        pq_m: PQ sub-quantisers; must divide the vector dimension.
+        pq_bits: Bits per PQ code.
+        rerank: Candidates re-scored exactly per result asked (n x rerank).
+    """
+
+    SECTION = "index"
+    kind: str = setting("auto", str, choices=INDEX_KINDS)
+    exact_below: int = setting(50000, int, minimum=1)
+    flat_budget_mb: int = setting(4096, int, minimum=1)
+    hnsw_m: int = setting(32, int, minimum=4)
+    ef_construction: int = setting(80, int, minimum=8)
+    ef_search: int = setting(128, int, minimum=1)
+    nlist: int = setting(0, int, minimum=0)
+    nprobe: int = setting(32, int, minimum=1)
+    pq_m: int = setting(64, int, minimum=1)
+    pq_bits: int = setting(8, int, minimum=4)
+    rerank: int = setting(4, int, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplicatesConfig(Section):
+    """Near-duplicate report (``stages/duplicates.py``): pairs at or above ``threshold``
+    cosine among each photo's ``neighbours`` nearest, grouped; pictures for the first
+    ``max_pictures`` groups; the report folder ``output``."""
+
+    SECTION = "duplicates"
+    threshold: float = setting(0.95, float, minimum=-1.0)
+    neighbours: int = setting(10, int, minimum=1)
+    max_pictures: int = setting(200, int, minimum=0)
+    output: str = setting("duplicates", str)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,9 +286,36 @@ class ServeConfig(Section):
     query_expansion: int = setting(0, int, minimum=0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig(Section):
+    """The resident HTTP service (``serve.py --http``, :mod:`lib.service`).
+
+    Attributes:
+        host: Address to bind; ``127.0.0.1`` keeps it on this machine, ``0.0.0.0``
+            opens it to the network.
+        port: TCP port.
+        max_upload_bytes: Largest request body; a larger upload is refused with 413
+            before it is read.
+        max_results: Largest ``n`` a request may ask for.
+        batch_wait_ms: How long the model waits to fill a batch (up to
+            ``modelling.batch_size`` queries) while more queries are on their way.
+        watch_seconds: How often ``dvc.lock`` is checked for a new version to load
+            and swap in; 0 = only on ``POST /reload``.
+    """
+
+    SECTION = "service"
+    host: str = setting("127.0.0.1", str)
+    port: int = setting(8000, int, minimum=0)
+    max_upload_bytes: int = setting(20_000_000, int, minimum=1)
+    max_results: int = setting(100, int, minimum=1)
+    batch_wait_ms: float = setting(5.0, float, minimum=0.0)
+    watch_seconds: float = setting(2.0, float, minimum=0.0)
+
+
 SECTIONS: Dict[str, Type[Section]] = {
     "paths": PathsConfig, "etl": EtlConfig, "feature_engineering": FeatureEngineeringConfig,
     "modelling": ModellingConfig, "whitening": WhiteningConfig, "serve": ServeConfig,
+    "service": ServiceConfig, "index": IndexConfig, "duplicates": DuplicatesConfig,
 }
 
 
@@ -222,6 +330,9 @@ class Config:
     modelling: ModellingConfig = dataclasses.field(default_factory=ModellingConfig)
     whitening: WhiteningConfig = dataclasses.field(default_factory=WhiteningConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+    duplicates: DuplicatesConfig = dataclasses.field(default_factory=DuplicatesConfig)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "params.yaml",

@@ -3,10 +3,23 @@
 The feature-engineering stage (:func:`run_feature_engineering`) and the serving path
 both call :func:`preprocess`.
 """
+import functools
+from typing import Optional
+
 import numpy as np
 
-from lib.artifacts import NpyRowReader, open_npy_writer
+from lib.artifacts import NpyRowReader
+from lib.cli import quiet_native_stderr
 from lib.errors import PathLike
+from lib.rowindex import RowPlan, apply_rows
+
+
+@functools.lru_cache(maxsize=None)
+def _preprocess_input():
+    """Keras' ResNet50 ``preprocess_input``, imported on first use (not with lib)."""
+    with quiet_native_stderr():
+        from keras.applications.resnet50 import preprocess_input  # pylint: disable=import-outside-toplevel
+    return preprocess_input
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
@@ -22,9 +35,7 @@ def preprocess(images: np.ndarray) -> np.ndarray:
         TypeError: Not a ``uint8`` array.
         ValueError: Not an (N, H, W, 3) batch.
     """
-    # Imported here so that importing lib does not start TensorFlow.
-    from keras.applications.resnet50 import preprocess_input  # pylint: disable=import-outside-toplevel
-
+    preprocess_input = _preprocess_input()
     if not isinstance(images, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(images).__name__}")
     if images.dtype != np.uint8:
@@ -36,14 +47,19 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 
 
 def run_feature_engineering(images_in: PathLike, features_out: PathLike,
-                            chunk_size: int = 128) -> int:
+                            chunk_size: int = 128, plan: Optional[RowPlan] = None) -> int:
     """Applies ``preprocess`` to the ETL output chunk by chunk.
+
+    Args:
+        images_in: The ETL's (N, S, S, 3) ``uint8`` array.
+        features_out: The (N, S, S, 3) ``float32`` output.
+        chunk_size: Rows per step.
+        plan: The rows to compute and where the others are copied from
+            (:func:`lib.rowindex.plan_rows`); None computes every row.
 
     Returns:
         The number of rows written.
     """
     images = NpyRowReader(images_in, dtype=np.uint8, ndim=4)          # (N, S, S, 3)
-    with open_npy_writer(features_out, images.shape, np.float32) as out:
-        for start, chunk in images.chunks(chunk_size):
-            out[start:start + chunk.shape[0]] = preprocess(chunk)     # (C, S, S, 3)
-    return len(images)
+    return apply_rows(images, features_out, images.shape[1:], np.float32, preprocess,
+                      plan or RowPlan.full(len(images)), chunk_size, "features")

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 
 # The artifacts serving loads, by their key in the params ``paths`` section.
 SERVED = ("names", "vectors", "model", "images")
-# Served when the revision has it (revisions built before the whitening stage lack it).
-OPTIONAL_SERVED = ("whitening",)
+# Served when the revision has them (revisions built before the whitening stage, the
+# index stage, or modelling.precision lack them).
+OPTIONAL_SERVED = ("whitening", "inference_model", "index")
 # Where fetched revisions are kept, relative to the repository root (git-ignored).
 REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
 
@@ -292,6 +293,16 @@ def _stages(repo: "Repo") -> List[Any]:
 def _check_workspace_output(key: str, out) -> None:
     """Hashes a served output with DVC (stat cache first) against its recorded hash."""
     if not out.exists:
+        remote, held = _remote_holds(out)
+        if held:
+            raise PinningError(f"{out} ({key}) is missing from the workspace: run `dvc pull` "
+                               f"to fetch the version recorded in dvc.lock (the DVC remote "
+                               f"'{remote}' has it)")
+        if held is False:
+            where = (f"the DVC remote '{remote}' does not have it" if remote else
+                     "no DVC remote is set")
+            raise PinningError(f"{out} ({key}) is missing from the workspace and {where}: "
+                               "run `dvc repro` to build it")
         raise PinningError(f"{out} ({key}) is missing from the workspace: run `dvc pull` "
                            "to fetch the version recorded in dvc.lock, or `dvc repro` to "
                            "build it")
@@ -301,6 +312,32 @@ def _check_workspace_output(key: str, out) -> None:
                            f"{_short(actual.value)} found, {_short(out.hash_info.value)} "
                            "recorded): run `dvc pull` to restore the recorded version, or "
                            "`dvc repro` to rebuild")
+
+
+def _remote_holds(out) -> Tuple[Optional[str], Optional[bool]]:
+    """(default remote's name, whether it holds the output's recorded version).
+
+    One existence check of the recorded object (a folder's ``.dir`` listing) in the
+    remote's storage. The answer is ``(None, False)`` when no remote is set, and
+    ``(name, None)`` when the remote cannot be asked (unreachable, misconfigured).
+    """
+    # pylint: disable=import-outside-toplevel
+    from dvc.config import NoRemoteError
+    from dvc.exceptions import DvcException
+    cloud = out.repo.cloud
+    try:
+        name = cloud.get_remote(command="pull").name
+    except NoRemoteError:
+        return None, False
+    except DvcException as err:
+        logger.debug("the default DVC remote cannot be opened: %s", err)
+        return None, None
+    try:
+        odb = cloud.get_remote_odb(name, command="pull", hash_name=out.hash_info.name)
+        return name, bool(odb.exists(out.hash_info.value))
+    except (DvcException, OSError) as err:
+        logger.debug("cannot ask the DVC remote %r for %s: %s", name, out, err)
+        return name, None
 
 
 def _upstream_stages(repo: "Repo", outs: Mapping[str, Any]) -> List[Any]:

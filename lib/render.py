@@ -1,5 +1,12 @@
-"""The result picture: the query on the left, the matches to its right in rank order."""
-from typing import Sequence, Tuple
+"""Pictures: results (the query on the left, the matches to its right in rank order),
+and near-duplicate groups side by side.
+
+Each tile is captioned with its rank and score (large), then its name on up to two
+lines: a name too long for them is shortened in the middle, so both its folder (often
+the label) and its file name stay readable.
+"""
+from pathlib import PurePath
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -7,9 +14,12 @@ import numpy as np
 from lib.artifacts import atomic_path
 from lib.errors import PathLike
 
-_CAPTION_H = 44
+_CAPTION_H = 66
 _GAP = 8
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+_NAME_SCALE = 0.4
+_NAME_LINES = 2
+_ELLIPSIS = "..."
 
 
 def _fit(rgb: np.ndarray, tile: int) -> np.ndarray:
@@ -24,16 +34,84 @@ def _fit(rgb: np.ndarray, tile: int) -> np.ndarray:
     return canvas
 
 
-def _caption(text: str, width: int) -> str:
-    """ASCII-only text (OpenCV fonts have no other glyphs) shortened to fit ``width``."""
-    text = text.encode("ascii", "replace").decode("ascii")
-    while len(text) > 4 and cv2.getTextSize(text, _FONT, 0.4, 1)[0][0] > width - 6:
-        text = "..." + text[4:]
-    return text
+def _fits(text: str, width: int) -> bool:
+    """Whether ``text`` in the name font fits ``width`` pixels (with a small margin)."""
+    return cv2.getTextSize(text, _FONT, _NAME_SCALE, 1)[0][0] <= width - 6
+
+
+def _elide_middle(text: str, width: int) -> str:
+    """``text`` with its middle replaced by ``...`` so that it fits ``width``."""
+    if _fits(text, width):
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        head = (keep + 1) // 2
+        shortened = text[:head] + _ELLIPSIS + text[len(text) - (keep - head):]
+        if _fits(shortened, width):
+            return shortened
+    return _ELLIPSIS
+
+
+def caption_lines(name: str, width: int) -> List[str]:
+    """A name as at most two lines that fit ``width`` pixels, in ASCII (OpenCV's fonts).
+
+    The first line holds as much of the start as fits (breaking after a ``/`` when it
+    leaves the line at least half full); the rest goes on the second line, shortened in
+    its middle if it is still too long, so the file name's end stays visible.
+    """
+    text = name.encode("ascii", "replace").decode("ascii")
+    if _fits(text, width):
+        return [text]
+    cut = 1
+    while cut < len(text) and _fits(text[:cut + 1], width):
+        cut += 1
+    slash = text.rfind("/", 0, cut)
+    if slash + 1 >= cut // 2:
+        cut = slash + 1
+    return [text[:cut], _elide_middle(text[cut:], width)][:_NAME_LINES]
+
+
+def query_caption(query: str) -> str:
+    """The query's caption: its file name, after its folder when it has one."""
+    path = PurePath(query)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def _row_picture(entries: Sequence[Tuple[np.ndarray, str, str]], tile: int,
+                 divider: bool) -> np.ndarray:
+    """Tiles side by side, captioned (RGB, first line, name); optionally a divider
+    after the first tile."""
+    columns = len(entries)
+    extra = 2 * _GAP if divider else 0        # room for the divider after the first tile
+    width = columns * tile + (columns + 1) * _GAP + extra // 2
+    height = tile + _CAPTION_H + 2 * _GAP
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for i, (rgb, line1, name) in enumerate(entries):
+        left = _GAP + i * (tile + _GAP) + (extra if i else 0)
+        canvas[_GAP:_GAP + tile, left:left + tile] = _fit(rgb, tile)
+        cv2.putText(canvas, line1, (left + 3, _GAP + tile + 22), _FONT, 0.65, (0, 0, 0), 2,
+                    cv2.LINE_AA)
+        for row, text in enumerate(caption_lines(name, tile)):
+            cv2.putText(canvas, text, (left + 3, _GAP + tile + 42 + 16 * row), _FONT,
+                        _NAME_SCALE, (60, 60, 60), 1, cv2.LINE_AA)
+    if divider:
+        at = _GAP + tile + _GAP + _GAP // 2
+        canvas[:, at:at + 2] = (200, 0, 0)
+    return canvas                                                  # (H, W, 3) RGB
+
+
+def _write_png(canvas: np.ndarray, path: PathLike) -> None:
+    """Encodes an RGB canvas as PNG and writes it atomically."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode the picture for {path}")
+    with atomic_path(path, suffix=".png") as tmp:
+        tmp.write_bytes(encoded.tobytes())
 
 
 def render_results(query_rgb: np.ndarray, matches: Sequence[Tuple[np.ndarray, str, float]],
-                   path: PathLike, tile: int = 224) -> None:
+                   path: PathLike, tile: int = 224, query_name: str = "query") -> None:
     """Writes the result picture as a PNG (atomically).
 
     Args:
@@ -41,24 +119,21 @@ def render_results(query_rgb: np.ndarray, matches: Sequence[Tuple[np.ndarray, st
         matches: (image RGB, name, score) per match, best first.
         path: Output ``.png``.
         tile: Side of each image tile in pixels.
+        query_name: The query's caption (see :func:`query_caption`).
     """
-    columns = 1 + len(matches)
-    width = columns * tile + (columns + 1) * _GAP + _GAP
-    height = tile + _CAPTION_H + 2 * _GAP
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    entries = [(query_rgb, "query", None)] + list(matches)
-    for i, (rgb, name, score) in enumerate(entries):
-        left = _GAP + i * (tile + _GAP) + (2 * _GAP if i else 0)
-        canvas[_GAP:_GAP + tile, left:left + tile] = _fit(rgb, tile)
-        line1 = "QUERY" if score is None else f"#{i} {score:.4f}"
-        cv2.putText(canvas, line1, (left + 3, _GAP + tile + 17), _FONT, 0.5, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        cv2.putText(canvas, _caption(name, tile), (left + 3, _GAP + tile + 36), _FONT, 0.4,
-                    (60, 60, 60), 1, cv2.LINE_AA)
-    divider = _GAP + tile + _GAP + _GAP // 2
-    canvas[:, divider:divider + 2] = (200, 0, 0)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"could not encode the result picture for {path}")
-    with atomic_path(path, suffix=".png") as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    entries = [(query_rgb, "QUERY", query_name)] + [
+        (rgb, f"#{i}  {score:.4f}", name) for i, (rgb, name, score) in enumerate(matches, 1)]
+    _write_png(_row_picture(entries, tile, divider=True), path)
+
+
+def render_group(members: Sequence[Tuple[np.ndarray, str, float]], path: PathLike,
+                 tile: int = 224) -> None:
+    """Writes a near-duplicate group side by side as a PNG (atomically).
+
+    Args:
+        members: (image RGB, name, best cosine to another member) per photo.
+        path: Output ``.png``.
+        tile: Side of each image tile in pixels.
+    """
+    entries = [(rgb, f"cos {score:.4f}", name) for rgb, name, score in members]
+    _write_png(_row_picture(entries, tile, divider=False), path)

@@ -5,20 +5,25 @@ design's ``avg_pool``, or max / GeM pooling as options); :func:`load_keras_model
 loads the saved artifact with Keras safe mode. Keras is imported lazily: importing
 ``lib`` never starts TensorFlow.
 """
+import functools
 import re
 from pathlib import Path
 from typing import Optional
 
 from lib.artifacts import ArtifactError
 from lib.config import EtlConfig, ModellingConfig
-from lib.errors import ConfigError, one_line
+from lib.cli import quiet_native_stderr
+from lib.errors import one_line
+from lib.weights import WeightsError, resolve_weights
 
 _REASON_CHARS = 300      # longest reason quoted from Keras
 
 
+@functools.lru_cache(maxsize=None)
 def _keras():
     """Imports Keras lazily: importing lib must not start TensorFlow."""
-    import keras  # pylint: disable=import-outside-toplevel
+    with quiet_native_stderr():
+        import keras  # pylint: disable=import-outside-toplevel
     return keras
 
 
@@ -83,28 +88,31 @@ class ResNet50Helper:
                    gem_p=modelling.gem_p, image_size=etl.image_size)
 
     def resolved_weights(self) -> str:
-        """Returns ``"imagenet"`` or the checked local weights path.
+        """Returns the checked local file of the weights (``imagenet``: Keras' cached file).
 
         Raises:
-            ConfigError: A local path that does not exist or is not an ``.h5`` file.
+            WeightsError: The ImageNet weights cannot be downloaded, or the file is
+                missing or does not hold ResNet50 no-top weights (one line naming
+                ``modelling.weights`` and how to set it; see :mod:`lib.weights`).
         """
-        if self.weights == "imagenet":
-            return self.weights
-        path = Path(self.weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"weights file {path} not found (set modelling.weights in "
-                             "params.yaml to 'imagenet' or to a local .h5 file)")
-        if path.suffix.lower() not in (".h5", ".hdf5"):
-            raise ConfigError(f"weights file {path} must be a Keras .h5 weights file")
-        return str(path)
+        return str(resolve_weights(self.weights))
 
     def build(self):
-        """Builds the Keras model: (N, S, S, 3) preprocessed input -> (N, 2048)."""
+        """Builds the Keras model: (N, S, S, 3) preprocessed input -> (N, 2048).
+
+        Raises:
+            WeightsError: As :meth:`resolved_weights`, or a file whose weights do not
+                fit the model.
+        """
         keras = _keras()
         size = self.image_size
-        backbone = keras.applications.ResNet50(include_top=False, pooling=None,
-                                               weights=self.resolved_weights(),
-                                               input_shape=(size, size, 3))
+        weights = self.resolved_weights()
+        try:
+            backbone = keras.applications.ResNet50(include_top=False, pooling=None,
+                                                   weights=weights, input_shape=(size, size, 3))
+        except ValueError as err:      # the arguments are validated: the file does not fit
+            raise WeightsError(f"modelling.weights: {weights} does not fit ResNet50 no-top: "
+                               f"{one_line(err)}") from err
         features = backbone.output                                   # (N, 7, 7, 2048)
         if self.pooling == "avg":
             pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)

@@ -3,7 +3,8 @@
 :func:`choose_runtime` is the one rule the modelling stage, serving and evaluation
 share. ``openvino`` converts the Keras model in memory and compiles it for the CPU in
 fp32 (about twice as fast on a CPU; vectors equal to the Keras model's to cosine >=
-0.99999, which the tests check). The Keras ``.keras`` file stays the only artifact of
+0.99999, which the tests check), or in bf16 or int8 (``modelling.precision``, see
+:mod:`lib.precision`). The Keras ``.keras`` file stays the only artifact of
 record: the conversion happens at load time, and its result is kept in a cache keyed
 by the SHA-256 of the ``model.keras`` bytes the Keras model was loaded from (not of
 whatever file is on disk later; ``$IMAGE_SEARCH_CACHE``, default
@@ -11,6 +12,7 @@ whatever file is on disk later; ``$IMAGE_SEARCH_CACHE``, default
 that digest and its files' digests (:mod:`lib.convcache`), so a stale, foreign or
 damaged entry is never used.
 """
+import functools
 import logging
 import os
 import re
@@ -20,6 +22,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from lib.cli import quiet_native_stderr
 from lib.config import ModellingConfig
 from lib.convcache import read_entry, write_entry
 from lib.errors import ConfigError
@@ -28,11 +31,17 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "IMAGE_SEARCH_CACHE"
 OPENVINO_FILES = ("model.xml", "model.bin")
+# OpenVINO's INFERENCE_PRECISION_HINT per modelling.precision. int8 keeps f32 for the
+# layers NNCF left unquantised, so its vectors do not depend on the CPU having bf16.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+BF16_MISSING = ("modelling.precision is bf16 but this CPU has no native bf16 (OpenVINO lists "
+                "no BF16 capability; it needs AVX512_BF16 or AMX, e.g. Intel Xeon Cooper "
+                "Lake, Sapphire Rapids or later): set the precision to fp32 or int8")
 
 
 def tf_forward(model, input_shape: tuple):
     """A traced TensorFlow function of a Keras model (several times faster than predict)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
@@ -47,29 +56,53 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def _openvino():
     """Imports OpenVINO lazily (it is optional)."""
-    import openvino  # pylint: disable=import-outside-toplevel
+    with quiet_native_stderr():
+        import openvino  # pylint: disable=import-outside-toplevel
     return openvino
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow():
+    """Imports TensorFlow lazily, without its native start-up lines in quiet runs."""
+    with quiet_native_stderr():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
 
 
 def gpu_available() -> bool:
     """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = _tensorflow()
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def choose_runtime(requested: str = "auto") -> str:
+def choose_runtime(requested: str = "auto", precision: str = "fp32") -> str:
     """The runtime that embeds: the same rule for the modelling stage and serving.
 
-    ``auto`` gives ``tensorflow`` when TensorFlow sees a GPU, else ``openvino`` when
-    it is installed, else ``tensorflow``. ``openvino`` and ``tensorflow`` are taken
-    as asked.
+    At ``fp32``, ``auto`` gives ``tensorflow`` when TensorFlow sees a GPU, else
+    ``openvino`` when it is installed, else ``tensorflow``; ``openvino`` and
+    ``tensorflow`` are taken as asked. ``bf16`` and ``int8`` run on OpenVINO (on the
+    CPU, also where a GPU is present), and ``bf16`` only on a CPU that has it.
 
     Raises:
-        ConfigError: An unknown runtime, or ``openvino`` asked for but not installed.
+        ConfigError: An unknown runtime or precision, ``openvino`` asked for (or
+            needed) but not installed, a precision other than ``fp32`` with the
+            ``tensorflow`` runtime, or ``bf16`` on a CPU without bf16.
     """
-    ModellingConfig(runtime=requested)           # validated where it is declared
+    ModellingConfig(runtime=requested, precision=precision)  # validated where declared
+    if precision != "fp32":
+        if requested == "tensorflow":
+            raise ConfigError(f"modelling.precision {precision} runs on OpenVINO but "
+                              "modelling.runtime is 'tensorflow': set the runtime to auto or "
+                              "openvino, or the precision to fp32")
+        if not openvino_available():
+            raise ConfigError(f"modelling.precision {precision} needs OpenVINO, which is not "
+                              "installed (pip install openvino, or set the precision to fp32)")
+        if precision == "bf16" and not cpu_has_bf16():
+            raise ConfigError(BF16_MISSING)
+        return "openvino"
     if requested == "tensorflow":
         return requested
     if requested == "openvino":
@@ -83,6 +116,15 @@ def choose_runtime(requested: str = "auto") -> str:
         return "openvino"
     logger.info("OpenVINO is not installed: embedding with TensorFlow")
     return "tensorflow"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively (AVX512_BF16 or AMX).
+
+    Without them OpenVINO would emulate bf16, several times slower than fp32.
+    """
+    core = _openvino().Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def openvino_cache_dir() -> Optional[Path]:
@@ -128,23 +170,40 @@ def _openvino_model(core, model, source_sha256: Optional[str]):
 
 
 class OpenVinoForward:
-    """The Keras model converted by OpenVINO, compiled for the CPU in fp32.
+    """The Keras model converted by OpenVINO (or the int8 IR), compiled for the CPU.
 
     Large inputs are split into ``batch_size`` requests run in parallel (throughput
     mode); a few images run as one request in latency mode.
+
+    Args:
+        model: The Keras model.
+        batch_size: Images per request.
+        source_sha256: SHA-256 of the saved ``model.keras`` bytes (keys the conversion
+            cache), if any.
+        precision: ``fp32``, ``bf16`` or ``int8`` (see :data:`PRECISION_HINTS`).
+        int8_model: The quantised IR (``model.xml``) to run instead of the Keras
+            model; required for ``int8``.
     """
 
-    def __init__(self, model, batch_size: int, source_sha256: Optional[str] = None):
+    def __init__(self, model, batch_size: int, source_sha256: Optional[str] = None,
+                 precision: str = "fp32", int8_model: Optional[Path] = None):
+        # pylint: disable=too-many-arguments
+        if (precision == "int8") != (int8_model is not None):
+            raise ValueError("an int8 model is given for, and only for, precision int8")
         self._core = _openvino().Core()
-        self._model = _openvino_model(self._core, model, source_sha256)
+        if int8_model is not None:
+            self._model = self._core.read_model(int8_model)
+        else:
+            self._model = _openvino_model(self._core, model, source_sha256)
         self._batch_size = batch_size
+        self._hint = PRECISION_HINTS[precision]
         self._compiled: Dict[str, Any] = {}
 
     def _compile(self, hint: str):
         if hint not in self._compiled:
             self._compiled[hint] = self._core.compile_model(
                 self._model, "CPU",
-                {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"})
+                {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": self._hint})
         return self._compiled[hint]
 
     def __call__(self, images: np.ndarray, out: np.ndarray) -> None:

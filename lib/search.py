@@ -6,10 +6,12 @@ from typing import List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from lib.artifacts import ArtifactError, load_npy
-from lib.config import Config, EtlConfig
+from lib.config import Config, EtlConfig, IndexConfig
 from lib.errors import PathLike
 from lib.features import preprocess
 from lib.images import decode_with, etl_transform, read_image
+from lib.index import VectorIndex, space_rows
+from lib.index_store import load_index
 from lib.similarity import get_cosine_similarity, l2_normalize, top_k
 from lib.vectorizer import Vectorizer
 from lib.whitening import Whitening, load_whitening
@@ -21,13 +23,14 @@ Query = Union[str, Path, np.ndarray]
 _CHUNK = 65536  # database rows scored per step
 
 
-class ImageSearchEngine:
+class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
     """Ranks a collection of embedded images by cosine similarity to a query image.
 
     Args:
         vectors: (N, D) ``float32`` embeddings of the collection (a memmap is fine).
         names: (N,) image names, row-aligned with ``vectors``.
-        vectorizer: The saved model the collection was embedded with.
+        vectorizer: The saved model the collection was embedded with; None for an
+            engine that ranks embeddings only (:meth:`search_vector`, :meth:`scores`).
         etl_config: The ETL settings the collection was built with.
         images: Optional (N, S, S, 3) ``uint8`` RGB thumbnails (the ETL output), for
             showing results.
@@ -35,14 +38,20 @@ class ImageSearchEngine:
             artifact), applied to the collection here and to every query.
         query_expansion: ``k`` of average query expansion: the query is replaced by the
             mean of itself and its ``k`` best matches, then searched again; 0 is off.
+        index: Optional vector index (the index stage's artifact): an approximate one
+            proposes the candidates of :meth:`search_vector`, re-scored by exact cosine;
+            None or an ``exact`` one keeps the linear scan.
+        index_config: The index's search-time settings (``rerank``, ``ef_search``,
+            ``nprobe``).
     """
 
-    def __init__(self, vectors: np.ndarray, names: np.ndarray, vectorizer: Vectorizer,
-                 etl_config: EtlConfig, images: Optional[np.ndarray] = None,
-                 whitening: Optional[Whitening] = None,
-                 query_expansion: int = 0):  # pylint: disable=too-many-arguments
+    def __init__(self, vectors: np.ndarray, names: np.ndarray,  # pylint: disable=too-many-arguments
+                 vectorizer: Optional[Vectorizer], etl_config: EtlConfig,
+                 images: Optional[np.ndarray] = None, whitening: Optional[Whitening] = None,
+                 query_expansion: int = 0, *, index: Optional[VectorIndex] = None,
+                 index_config: Optional[IndexConfig] = None):
         check_index(vectors, names, images)
-        if vectorizer.dim != vectors.shape[1]:
+        if vectorizer is not None and vectorizer.dim != vectors.shape[1]:
             raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
                                 f"holds {vectors.shape[1]}-d vectors")
         if (isinstance(query_expansion, bool) or not isinstance(query_expansion, int)
@@ -57,13 +66,30 @@ class ImageSearchEngine:
         self.whitening = whitening
         self.query_expansion = query_expansion
         self._rows: Optional[dict] = None
-        # The search space: the vectors themselves, or their whitened form.
-        self._index = vectors if whitening is None else whitening.apply(vectors)  # (N, D')
-        self._norms = np.concatenate([
-            np.linalg.norm(np.asarray(self._index[i:i + _CHUNK], dtype=np.float32), axis=1)
-            for i in range(0, self._index.shape[0], _CHUNK)])      # (N,)
-        if not np.isfinite(self._norms).all():
-            raise ArtifactError("the index vectors hold NaN or infinite values")
+        self.index = index if index is not None and index.approximate else None
+        self.index_config = index_config or IndexConfig()
+        self._space: Optional[np.ndarray] = None
+        self._space_norms: Optional[np.ndarray] = None
+        if self.index is None:       # the exact scan needs the whole search space now
+            self._exact_space()
+
+    def _exact_space(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The search space of the exact scan and its row norms, computed once.
+
+        The search space is the vectors themselves, or their whitened form: (N, D'),
+        and (N,) norms. With an approximate index it is only made when the whole
+        collection must be scored (:meth:`scores`).
+        """
+        if self._space is None:
+            space = self.vectors if self.whitening is None else self.whitening.apply(
+                self.vectors)                                      # (N, D')
+            norms = np.concatenate([
+                np.linalg.norm(np.asarray(space[i:i + _CHUNK], dtype=np.float32), axis=1)
+                for i in range(0, space.shape[0], _CHUNK)])        # (N,)
+            if not np.isfinite(norms).all():
+                raise ArtifactError("the index vectors hold NaN or infinite values")
+            self._space, self._space_norms = space, norms
+        return self._space, self._space_norms
 
     @classmethod
     def load(cls, vectors_path: PathLike, names_path: PathLike, model_dir: PathLike,
@@ -71,13 +97,18 @@ class ImageSearchEngine:
              batch_size: int = 32, runtime: str = "auto",
              whitening_path: Optional[PathLike] = None,
              whitening_dim: Optional[int] = None,
-             query_expansion: int = 0) -> "ImageSearchEngine":
+             query_expansion: int = 0, precision: str = "fp32",
+             inference_model: Optional[PathLike] = None, index_path: Optional[PathLike] = None,
+             index_config: Optional[IndexConfig] = None) -> "ImageSearchEngine":
         """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle).
 
         ``runtime`` is the embedding runtime (``modelling.runtime``), chosen by the same
         rule as in the modelling stage (``lib.vectorizer.choose_runtime``).
+        ``precision`` (``modelling.precision``) must be the one ``inference_model``
+        records: queries are embedded exactly as the collection was.
         ``whitening_dim`` is the ``whitening.dim`` param; a whitening artifact saved with
-        another dim is stale and refused.
+        another dim is stale and refused. ``index_path`` is the index stage's artifact,
+        checked against the vectors, the whitening and ``index_config``.
         """
         # pylint: disable=too-many-arguments
         vectors = load_npy(vectors_path, dtype=np.float32, ndim=2, mmap=True)
@@ -92,10 +123,15 @@ class ImageSearchEngine:
         if whitening_path is not None:
             whitening = load_whitening(whitening_path, vectors.shape[1], vectors.shape[0],
                                        expected_dim=whitening_dim)
+        index_config = index_config or IndexConfig()
+        index = None
+        if index_path is not None:
+            index = load_index(index_path, vectors, whitening, index_config)
         vectorizer = Vectorizer.load(model_dir, batch_size=batch_size,
-                                     expected_dim=vectors.shape[1], runtime=runtime)
+                                     expected_dim=vectors.shape[1], runtime=runtime,
+                                     precision=precision, inference_model=inference_model)
         return cls(vectors, names, vectorizer, etl_config, images, whitening=whitening,
-                   query_expansion=query_expansion)
+                   query_expansion=query_expansion, index=index, index_config=index_config)
 
     @classmethod
     def from_config(cls, config: Config, paths: Mapping[str, Path],
@@ -108,18 +144,27 @@ class ImageSearchEngine:
                 that revision's; see :mod:`lib.pinning`).
             paths: Local path of each artifact, by ``paths`` key (the pinned ones).
                 Without a ``whitening`` path (a build older than the whitening stage)
-                whitening is off and must be off in ``config``.
+                whitening is off and must be off in ``config``; without an
+                ``inference_model`` path (a build older than precisions) the
+                precision is ``fp32`` and must be ``fp32`` in ``config``.
             with_images: Also map the landing images (for result pictures).
         """
         if "whitening" not in paths and config.whitening.dim:
             raise ArtifactError("whitening.dim is set but there is no whitening artifact: "
                                 "run dvc repro")
+        # A build older than the index stage has no index: the exact scan answers.
+        if "index" not in paths and config.index.kind in ("hnsw", "ivfpq"):
+            raise ArtifactError(f"index.kind is {config.index.kind} but there is no index "
+                                "artifact: run dvc repro")
         return cls.load(
             paths["vectors"], paths["names"], paths["model"], config.etl,
             images_path=paths["images"] if with_images else None,
             batch_size=config.modelling.batch_size, runtime=config.modelling.runtime,
             whitening_path=paths.get("whitening"), whitening_dim=config.whitening.dim,
-            query_expansion=config.serve.query_expansion)
+            query_expansion=config.serve.query_expansion,
+            precision=config.modelling.precision,
+            inference_model=paths.get("inference_model"), index_path=paths.get("index"),
+            index_config=config.index)
 
     def thumbnail(self, name: str) -> np.ndarray:
         """The ETL image (S, S, 3) RGB of a collection image, by name."""
@@ -153,6 +198,8 @@ class ImageSearchEngine:
 
     def embed(self, query: Query) -> np.ndarray:
         """Embeds one query through the same ETL, FE and saved model: (D,) ``float32``."""
+        if self.vectorizer is None:
+            raise ValueError("this engine was loaded without a vectorizer model")
         rgb = self.prepare(query)[np.newaxis]                      # (1, S, S, 3) uint8
         return self.vectorizer.transform(preprocess(rgb))[0]       # (D,)
 
@@ -162,11 +209,12 @@ class ImageSearchEngine:
         The cosine is :func:`lib.similarity.get_cosine_similarity`, given the rows'
         norms computed once at load.
         """
+        space, norms = self._exact_space()
         scores = np.empty(len(self), dtype=np.float32)              # (N,)
         for start in range(0, len(self), _CHUNK):
-            block = np.asarray(self._index[start:start + _CHUNK], dtype=np.float32)
+            block = np.asarray(space[start:start + _CHUNK], dtype=np.float32)
             scores[start:start + block.shape[0]] = get_cosine_similarity(
-                query, block, y_norms=self._norms[start:start + block.shape[0]])  # (C,)
+                query, block, y_norms=norms[start:start + block.shape[0]])  # (C,)
         return scores
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
@@ -175,27 +223,53 @@ class ImageSearchEngine:
         The embedding is whitened like the collection (when whitening is on), then
         ranked by cosine; with query expansion the query is replaced by the mean of
         its unit vector and the unit vectors of its ``k`` best matches, and the scores
-        are the cosines to that expanded query.
+        are the cosines to that expanded query. Every row is scored: this is the exact
+        scan, whatever the index.
         """
+        vector = self._query_space(vector)                         # (D',)
+        query = l2_normalize(vector)                               # (D',)
+        scores = self._cosine(vector)                              # (N,)
+        if self.query_expansion:
+            rows, _ = top_k(scores, self.query_expansion)
+            neighbours = np.asarray(self._exact_space()[0][np.sort(rows)], dtype=np.float32)
+            expanded = query + l2_normalize(neighbours).sum(axis=0)  # (D',)
+            scores = self._cosine(expanded)
+        return scores
+
+    def _query_space(self, vector: np.ndarray) -> np.ndarray:
+        """An embedding (D,) in the search space: whitened when whitening is on, (D',)."""
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)  # (D,)
         if vector.shape[0] != self.vectors.shape[1]:
             raise ValueError(f"query vector has {vector.shape[0]} dimensions, the index "
                              f"{self.vectors.shape[1]}")
         if self.whitening is not None:
             vector = self.whitening.apply(vector[np.newaxis])[0]   # (D',)
-        query = l2_normalize(vector)                               # (D',)
-        scores = self._cosine(vector)                              # (N,)
+        return vector
+
+    def space_of(self, rows: np.ndarray) -> np.ndarray:
+        """Search-space unit vectors of some collection rows: (R, D')."""
+        return space_rows(self.vectors, self.whitening, rows)
+
+    def _indexed(self, vector: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The best ``n`` (rows, cosines) through the approximate index, with expansion."""
+        query = self._query_space(vector)                          # (D',)
         if self.query_expansion:
-            rows, _ = top_k(scores, self.query_expansion)
-            neighbours = np.asarray(self._index[np.sort(rows)], dtype=np.float32)
-            expanded = query + l2_normalize(neighbours).sum(axis=0)  # (D',)
-            scores = self._cosine(expanded)
-        return scores
+            rows, _ = self.index.search(query, self.query_expansion, self.index_config,
+                                        self.space_of)
+            query = l2_normalize(query) + self.space_of(np.sort(rows)).sum(axis=0)  # (D',)
+        return self.index.search(query, n, self.index_config, self.space_of)
 
     def search_vector(self, vector: np.ndarray, n: int) -> List[Tuple[float, int]]:
-        """The ``n`` rows most similar to an embedding, as (cosine, row), best first."""
+        """The ``n`` rows most similar to an embedding, as (cosine, row), best first.
+
+        Through the approximate index when there is one (candidates re-scored by exact
+        cosine), else the exact scan.
+        """
         n = _check_n(n)
-        rows, values = top_k(self.scores(vector), n)
+        if self.index is not None:
+            rows, values = self._indexed(vector, n)
+        else:
+            rows, values = top_k(self.scores(vector), n)
         return [(float(value), int(row)) for row, value in zip(rows, values)]
 
     def most_similar(self, query: Query, n: int = 5) -> List[Tuple[float, str]]:

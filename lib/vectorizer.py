@@ -5,22 +5,30 @@ each query with :meth:`Vectorizer.transform`. Both go through the same
 :class:`Vectorizer`, loaded from the same saved artifact and run by the runtime that
 :func:`lib.runtime.choose_runtime` picks.
 """
+import json
 import logging
 import tempfile
+import re
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
-from lib.artifacts import ArtifactError, NpyRowReader, atomic_path, open_npy_writer
+from lib.artifacts import ArtifactError, NpyRowReader, atomic_path
 from lib.convcache import sha256_hex
 from lib.errors import PathLike
+from lib.precision import read_inference_model
 from lib.resnet import load_keras_model
+from lib.rowindex import RowPlan, apply_rows
 from lib.runtime import OpenVinoForward, choose_runtime, tf_forward
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"  # inside the vectorizer_model directory
+METADATA_FILE = "metadata.json"  # inside the .keras archive
+CONFIG_FILE = "config.json"      # inside the .keras archive
+_SHARED_ID = re.compile(rb'"shared_object_id": (\d+)')
 
 
 class Vectorizer:
@@ -32,16 +40,29 @@ class Vectorizer:
         runtime: ``auto``, ``openvino`` or ``tensorflow`` (see :func:`choose_runtime`).
         source_sha256: SHA-256 of the saved ``model.keras`` bytes the model was loaded
             from, if any (keys the cache of its OpenVINO conversion).
+        precision: ``fp32``, ``bf16`` or ``int8`` (``modelling.precision``); ``bf16``
+            and ``int8`` run on OpenVINO.
+        int8_model: The quantised OpenVINO IR (``model.xml``) of ``model``; required
+            for ``int8`` (see :mod:`lib.precision`).
+        source: The saved ``model.keras`` it was loaded from (the ``ray`` engine ships
+            its bytes, checked against ``source_sha256``).
     """
 
     def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
-                 source_sha256: Optional[str] = None):
+                 source_sha256: Optional[str] = None, precision: str = "fp32",
+                 int8_model: Optional[Path] = None,
+                 source: Optional[Path] = None):  # pylint: disable=too-many-arguments
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if (precision == "int8") != (int8_model is not None):
+            raise ValueError("an int8 model is given for, and only for, precision int8")
         self.model = model
         self.batch_size = batch_size
-        self.runtime = choose_runtime(runtime)
+        self.runtime = choose_runtime(runtime, precision)
         self.source_sha256 = source_sha256
+        self.source = source
+        self.precision = precision
+        self.int8_model = int8_model
         self._forward = None
         self._openvino: Optional[OpenVinoForward] = None
 
@@ -83,7 +104,8 @@ class Vectorizer:
         if self.runtime == "openvino":
             if self._openvino is None:
                 self._openvino = OpenVinoForward(self.model, self.batch_size,
-                                                self.source_sha256)
+                                                 self.source_sha256, self.precision,
+                                                 self.int8_model)
             self._openvino(np.ascontiguousarray(images, dtype=np.float32), out)
             return out
         forward = self._compiled()
@@ -96,27 +118,44 @@ class Vectorizer:
         """Saves the model with Keras ``Model.save()`` defaults into ``directory``.
 
         Keras 3's default format is the ``.keras`` archive, so the artifact is a
-        directory holding ``model.keras``. The write is atomic.
+        directory holding ``model.keras``. The write is atomic, and reproducible: the
+        same model gives the same bytes (see :func:`_reproducible_archive`), so a
+        rebuild on another machine or clone leaves ``dvc.lock`` as it was.
         """
         with atomic_path(directory) as tmp:
             tmp.mkdir()
             self.model.save(tmp / MODEL_FILE)
+            _reproducible_archive(tmp / MODEL_FILE)
 
     @classmethod
-    def load(cls, directory: PathLike, batch_size: int = 32,
-             expected_dim: Optional[int] = None, runtime: str = "auto") -> "Vectorizer":
+    def load(cls, directory: PathLike, batch_size: int = 32,  # pylint: disable=too-many-arguments
+             expected_dim: Optional[int] = None, runtime: str = "auto",
+             precision: str = "fp32",
+             inference_model: Optional[PathLike] = None) -> "Vectorizer":
         """Loads a saved vectorizer model with Keras safe mode (no code from the file).
 
         ``model.keras`` is read once; its bytes are hashed (the key of the OpenVINO
         conversion cache) and the model is loaded from a private copy of those very
         bytes, so whatever replaces the file meanwhile, the key names what was loaded.
 
+        Args:
+            directory: The ``vectorizer_model`` folder.
+            batch_size: Images per forward pass.
+            expected_dim: The index's vector length, if any.
+            runtime: ``modelling.runtime``.
+            precision: ``modelling.precision``: the collection must have been embedded
+                in it (see :func:`lib.precision.read_inference_model`).
+            inference_model: The ``inference_model`` folder built with the model (None:
+                a build older than it, which is ``fp32``).
+
         Raises:
-            ArtifactError: Missing, unreadable, or not an image-to-vector model.
+            ArtifactError: Missing, unreadable, or not an image-to-vector model; or an
+                inference model of another precision.
         """
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise ArtifactError(f"vectorizer model {path} is missing")
+        int8_model = read_inference_model(inference_model, precision)
         try:
             data = path.read_bytes()
         except OSError as err:
@@ -131,21 +170,64 @@ class Vectorizer:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
         return cls(model, batch_size=batch_size, runtime=runtime,
-                   source_sha256=sha256_hex(data))
+                   source_sha256=sha256_hex(data), precision=precision,
+                   int8_model=int8_model, source=path)
+
+
+def _renumber_shared_ids(config: bytes) -> bytes:
+    """``config.json`` with its ``shared_object_id`` values renumbered 1, 2, ... in order."""
+    numbers: Dict[bytes, bytes] = {}
+
+    def number(match: "re.Match[bytes]") -> bytes:
+        new = numbers.setdefault(match.group(1), str(len(numbers) + 1).encode())
+        return b'"shared_object_id": ' + new
+
+    return _SHARED_ID.sub(number, config)
+
+
+def _reproducible_archive(path: Path) -> None:
+    """Rewrites a saved ``.keras`` archive so that the same model gives the same bytes.
+
+    Keras stamps the archive's entries and ``metadata.json`` (``date_saved``, never
+    read back) with the save time, and ``config.json`` links shared objects by their
+    Python ``id()`` (``shared_object_id``), a memory address. The stamps are dropped
+    and the ids renumbered 1, 2, ... in order of first appearance (equal ids stay
+    equal, so loading links the same objects). Everything else is kept: names, order,
+    contents and compression of the entries.
+    """
+    rewritten = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == METADATA_FILE:
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif entry.filename == CONFIG_FILE:
+                data = _renumber_shared_ids(data)
+            target.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                            data, compress_type=entry.compress_type)
+    rewritten.replace(path)
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
-                  chunk_size: int = 256) -> int:
+                  chunk_size: int = 256, plan: Optional[RowPlan] = None) -> int:
     """Embeds the feature store with ``vectorizer``, chunk by chunk.
+
+    Args:
+        features_in: The (N, S, S, 3) ``float32`` feature store.
+        vectors_out: The (N, D) ``float32`` output.
+        vectorizer: The model that embeds.
+        chunk_size: Feature-store rows read per step.
+        plan: ``plan.compute`` (sorted row indices) are embedded; every other row ``i``
+            is copied from row ``plan.sources[i]`` of ``plan.previous`` (the previous
+            vectors). None embeds every row.
 
     Returns:
         The number of vectors written.
     """
     features = NpyRowReader(features_in, dtype=np.float32, ndim=4,
                             trailing_shape=vectorizer.input_shape)  # (N, S, S, 3)
-    total = len(features)
-    with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
-        for start, chunk in features.chunks(chunk_size):
-            out[start:start + chunk.shape[0]] = vectorizer.transform(chunk)   # (C, D)
-            logger.info("embedding: %d/%d images", start + chunk.shape[0], total)
-    return int(total)
+    return apply_rows(features, vectors_out, (vectorizer.dim,), np.float32,
+                      vectorizer.transform, plan or RowPlan.full(len(features)), chunk_size,
+                      "embedding")

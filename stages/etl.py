@@ -2,7 +2,10 @@
 
 Usage (as ``dvc.yaml`` runs it)::
 
-    python stages/etl.py MASTER_DIR IMAGES_NPY NAMES_NPY REPORT_JSON
+    python stages/etl.py MASTER_DIR IMAGES_NPY NAMES_NPY REPORT_JSON --rows ROWS_NPZ
+
+With ``--rows``, a photo already in the previous output (same content, same settings
+and code: see ``lib/rowindex.py``) is copied from it, read from DVC's cache.
 """
 import argparse
 import sys
@@ -15,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import clean_leftovers
 from lib.config import load_config
+from lib.incremental import previous_rows
 from lib.pipeline import run_etl
+from lib.rowindex import recipe, row_settings
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -25,6 +30,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("images", type=Path, help="output .npy: (N, 224, 224, 3) uint8 RGB")
     parser.add_argument("names", type=Path, help="output .npy: (N,) image names")
     parser.add_argument("report", type=Path, help="output JSON: counts and skipped files")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="output row index (.npz): makes the stage incremental")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
@@ -34,7 +41,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     clean_leftovers(args.images, args.names, args.report)
-    run_etl(args.master, args.images, args.names, args.report, load_config(args.params).etl)
+    config = load_config(args.params).etl
+    previous = (None, None) if args.rows is None else \
+        previous_rows(args.params.parent, args.images, args.rows)
+    run_etl(args.master, args.images, args.names, args.report, config,
+            made_by=recipe(__file__, row_settings(config.to_dict())), index_out=args.rows,
+            previous=previous)
     return 0
 
 

@@ -4,25 +4,38 @@ Each query of the CSV (columns ``path,label``, paths relative to the CSV's folde
 embedded and ranked by the engine serving uses, with the same ETL, saved model,
 whitening and query expansion. The relevant images of a query are the collection
 images whose first folder is its label. Writes mean average precision, P@1, P@5,
-P@10 and R@10 as JSON (DVC metrics) and the precision-recall curve as CSV (DVC plots).
+P@10 and R@10 as JSON (DVC metrics) and the precision-recall curve as CSV and as a PNG
+picture (DVC plots; the picture needs no internet to view).
+
+When no query label is a folder of the collection (your own photos, say), the query
+set does not apply: the stage logs one warning, writes metrics that say so (no
+scores) and an empty curve, and succeeds, so ``dvc repro`` works on any photos.
 
 Usage (as ``dvc.yaml`` runs it)::
 
-    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV
+    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV PR_CURVE_PNG
 """
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
+
 from lib import cli
-from lib.artifacts import clean_leftovers
-from lib.evaluation import evaluate_engine, read_query_set, write_results
+from lib.artifacts import clean_leftovers, load_npy
+from lib.evaluation import (evaluate_engine, not_applicable, not_applicable_metrics,
+                            read_query_set, write_results)
 from lib.config import load_config
+from lib.plot import render_pr_curve
 from lib.search import ImageSearchEngine
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -31,6 +44,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("queries", type=Path, help="labelled query set, CSV path,label")
     parser.add_argument("metrics", type=Path, help="output metrics JSON")
     parser.add_argument("curve", type=Path, help="output precision-recall curve CSV")
+    parser.add_argument("picture", type=Path, help="output precision-recall curve PNG")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file; artifact paths are relative to its folder")
     return parser.parse_args(argv)
@@ -45,9 +59,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     queries = read_query_set(args.queries)
     # DVC runs this stage on the artifacts it has just built: the workspace's own.
     paths = config.paths.resolve(args.params.parent)
+    reason = not_applicable(load_npy(paths["names"], ndim=1, kind="U"), queries)
+    if reason:
+        logger.warning("the labelled query set %s does not apply, nothing to score: %s",
+                       args.queries, reason)
+        write_results(not_applicable_metrics(queries, reason), np.empty((0, 2)),
+                      args.metrics, args.curve)
+        render_pr_curve(np.empty((0, 2)), args.picture, "Not evaluated: the labelled query "
+                        "set does not apply to this collection")
+        print(f"not evaluated: {reason}")
+        return 0
     engine = ImageSearchEngine.from_config(config, paths, with_images=False)
     metrics, curve = evaluate_engine(engine, queries)
     write_results(metrics, curve, args.metrics, args.curve)
+    render_pr_curve(curve, args.picture, f"Precision-recall (interpolated), mean over "
+                    f"{metrics['queries_evaluated']} queries: mAP {metrics['mAP']:.3f}, "
+                    f"P@5 {metrics['P@5']:.3f}")
     print(" ".join(f"{key}={metrics[key]:.4f}" for key in ("mAP", "P@1", "P@5", "P@10", "R@10")))
     return 0
 

@@ -2,7 +2,11 @@
 
 Usage (as ``dvc.yaml`` runs it)::
 
-    python stages/feature_engineering.py IMAGES_NPY FEATURES_NPY
+    python stages/feature_engineering.py IMAGES_NPY FEATURES_NPY \
+        --upstream-rows LANDING_ROWS_NPZ --rows ROWS_NPZ
+
+With the row indexes, only rows not in the previous output are computed (see
+``lib/rowindex.py``); the others are copied from it, read from DVC's cache.
 """
 import argparse
 import sys
@@ -16,6 +20,8 @@ from lib import cli
 from lib.artifacts import clean_leftovers
 from lib.features import run_feature_engineering
 from lib.config import load_config
+from lib.incremental import add_row_index_args, plan_stage
+from lib.rowindex import row_settings
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -23,6 +29,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", type=Path, help="ETL output .npy (N, 224, 224, 3) uint8")
     parser.add_argument("features", type=Path, help="output .npy (N, 224, 224, 3) float32")
+    add_row_index_args(parser)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
@@ -33,7 +40,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.setup_logging(args.verbose)
     clean_leftovers(args.features)
     config = load_config(args.params).feature_engineering
-    run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size)
+    if args.rows is None or args.upstream_rows is None:
+        run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size)
+        return 0
+    index, plan = plan_stage(args.params.parent, args.upstream_rows, args.features, args.rows,
+                             __file__, row_settings(config.to_dict()))
+    run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size,
+                            plan=plan)
+    index.save(args.rows)
     return 0
 
 

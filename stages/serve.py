@@ -3,8 +3,10 @@
 The query goes through the same ETL and feature-engineering functions as the
 collection, is embedded with the saved vectorizer model, and is ranked by cosine
 similarity, after the saved PCA whitening and with the query expansion that
-``params.yaml`` sets (both off by default). Prints which artifact version answers,
-rank, score and name, and writes a picture of the results.
+``params.yaml`` sets (both off by default), through the collection's vector index
+(the index stage's; an approximate one's candidates are re-scored by exact cosine).
+Prints which artifact version answers, rank, score and name, and writes a picture of
+the results.
 
 Before loading, the artifacts are checked against the versions recorded in
 ``dvc.lock``, under DVC's repository lock, and loaded from a private snapshot of what
@@ -17,11 +19,16 @@ Warm mode (``-`` as the query) loads everything once, then answers one query pat
 line of stdin, each with a result block ended by an empty line; a bad query gets a
 one-line ``error:`` block and the loop goes on.
 
+``--http`` runs the resident search service with its web page instead
+(:mod:`lib.service`): loaded once, answering over HTTP until interrupted.
+
 Usage::
 
     python stages/serve.py QUERY [-n N] [--output result.png] [--rev REV]
                            [--verify-full | --no-verify]
     printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--output result.png]
+    python stages/serve.py --http [--host 127.0.0.1] [--port 8000] [--rev REV]
+                           [--verify-full | --no-verify]
 """
 import argparse
 import sys
@@ -38,7 +45,7 @@ from lib.config import load_config
 from lib.errors import UserError, one_line, printable
 from lib.images import decode_with, max_file_bytes, read_file
 from lib.pinning import pin
-from lib.render import render_results
+from lib.render import query_caption, render_results
 from lib.search import ImageSearchEngine
 
 STDIN = Path("-")
@@ -47,9 +54,9 @@ STDIN = Path("-")
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parses the command line."""
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("query", type=Path,
+    parser.add_argument("query", type=Path, nargs="?",
                         help="query image file, or - to read query paths from stdin, one "
-                             "per line (loads once, answers each)")
+                             "per line (loads once, answers each); none with --http")
     parser.add_argument("-n", type=cli.positive_int, default=None,
                         help="number of results (default: serve.top_n in params.yaml)")
     parser.add_argument("--output", type=Path, default=None,
@@ -66,7 +73,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                             "cache (catches a corrupted DVC cache object; reads every file)")
     check.add_argument("--no-verify", action="store_true",
                        help="skip checking the artifacts against dvc.lock")
-    return parser.parse_args(argv)
+    http = parser.add_argument_group("HTTP service")
+    http.add_argument("--http", action="store_true",
+                      help="run the search service and its web page (until Ctrl-C)")
+    http.add_argument("--host", default=None,
+                      help="address to bind (default: service.host in params.yaml, "
+                           "127.0.0.1)")
+    http.add_argument("--port", type=int, default=None,
+                      help="port (default: service.port in params.yaml, 8000; 0: any free)")
+    args = parser.parse_args(argv)
+    if args.http and args.query is not None:
+        parser.error("--http takes no query: upload queries to the service instead")
+    if not args.http and args.query is None:
+        parser.error("a query image (or -, or --http) is required")
+    if not args.http and (args.host is not None or args.port is not None):
+        parser.error("--host and --port go with --http")
+    if args.http and (args.n is not None or args.output is not None):
+        parser.error("-n and --output do not apply to --http (each request gives n)")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
+    return args
 
 
 def format_results(results: List[Tuple[float, str]]) -> str:
@@ -87,7 +113,7 @@ def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, n: int
     if output is not None:
         render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
                        [(engine.thumbnail(name), name, score) for score, name in results],
-                       output)
+                       output, query_name=query_caption(str(query)))
         print(f"picture: {printable(str(output))}")
 
 
@@ -117,6 +143,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine once, then answers the query (or every query from stdin)."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    if args.http:
+        # Imported here: the one-shot command line does not pay for the web stack.
+        from lib.service.server import serve_http  # pylint: disable=import-outside-toplevel
+        return serve_http(args.params, rev=args.rev, verify=not args.no_verify,
+                          full=args.verify_full, host=args.host, port=args.port,
+                          verbose=args.verbose)
     config = load_config(args.params)
     n = args.n if args.n is not None else config.serve.top_n
     data = None

@@ -9,13 +9,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tests.helpers import DATASET
+from tests.helpers import DATASET, require_shared
 
 EXIF_ORIENTATION = 0x0112
 
 
 def photo_bgr(rel_path: str) -> np.ndarray:
     """A dataset photo as OpenCV reads it: (H, W, 3) BGR uint8."""
+    require_shared(DATASET)
     image = cv2.imread(str(DATASET / rel_path), cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(DATASET / rel_path)

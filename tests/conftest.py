@@ -6,8 +6,8 @@ import pytest
 from lib.resnet import ResNet50Helper
 from lib.runtime import CACHE_ENV
 from lib.vectorizer import Vectorizer
-from tests import query_project as builder
-from tests.helpers import WEIGHTS
+from tests.helpers import WEIGHTS, require_shared
+from tests.service_helpers import ServiceProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,6 +26,7 @@ def openvino_cache(tmp_path_factory):
 @pytest.fixture(scope="session", name="saved_model")
 def saved_model_fixture(tmp_path_factory):
     """The real ResNet50 vectorizer, built and saved once per test session."""
+    require_shared(WEIGHTS)
     directory = tmp_path_factory.mktemp("model") / "vectorizer_model"
     Vectorizer(ResNet50Helper(weights=str(WEIGHTS)).build()).save(directory)
     return directory
@@ -34,10 +35,20 @@ def saved_model_fixture(tmp_path_factory):
 @pytest.fixture(scope="session", name="query_project")
 def query_project_fixture(tmp_path_factory):
     """The query test project, built once per test session with ``dvc repro``."""
+    from tests import query_project as builder  # pylint: disable=import-outside-toplevel
     return builder.build(tmp_path_factory.mktemp("queries") / "project")
 
 
 @pytest.fixture(scope="session", name="query_engine")
 def query_engine_fixture(query_project):
     """Its search engine with the real saved model, loaded once per session."""
+    from tests import query_project as builder  # pylint: disable=import-outside-toplevel
     return builder.load_engine(query_project)
+
+
+@pytest.fixture(scope="session", name="query_service")
+def query_service_fixture(query_project, tmp_path_factory):
+    """``serve.py --http`` on the query project (verified against its dvc.lock), once."""
+    service = ServiceProcess(query_project, tmp_path_factory.mktemp("service") / "log.txt")
+    yield service
+    service.stop()

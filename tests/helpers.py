@@ -1,4 +1,5 @@
 """Shared test helpers: real photos, real weights, real DVC projects in temporary folders."""
+import configparser
 import csv
 import os
 import re
@@ -8,15 +9,47 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 WEIGHTS = SHARED / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 DATASET = SHARED / "datasets" / "clothing-small"
+# Set (CI sets it in .ci/run): a test that needs ../shared fails instead of skipping.
+REQUIRE_SHARED_ENV = "IMAGE_SEARCH_REQUIRE_SHARED"
+_SHARED_WHAT = {WEIGHTS: "the real ResNet50 no-top weights", DATASET: "the real photos"}
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "lib")
 QUERY_SET = REPO_ROOT / "data" / "queries"     # the demo labelled query set
 RAN = re.compile(r"Running stage '([^']+)'")
+# Every stage, in the order a first `dvc repro` runs them (the weights check first).
+PIPELINE = ["weights", "etl", "feature_engineering", "modelling", "whitening", "index",
+            "evaluate"]
+
+
+def missing_shared(*paths: Path) -> Optional[str]:
+    """One line naming what of ``../shared`` is missing among ``paths``, or None."""
+    missing = [f"{_SHARED_WHAT.get(path, path.name)} ({path})" for path in paths
+               if not path.exists()]
+    if not missing:
+        return None
+    return (f"needs {' and '.join(missing)}, not found: put the shared models and datasets "
+            f"in {SHARED} beside the repository")
+
+
+def require_shared(*paths: Path) -> None:
+    """Skips the calling test (or test module) when part of ``../shared`` is missing.
+
+    With ``$IMAGE_SEARCH_REQUIRE_SHARED`` set (CI), it fails instead: there every test
+    must run.
+    """
+    reason = missing_shared(*(paths or (WEIGHTS, DATASET)))
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_SHARED_ENV):
+        pytest.fail(f"{reason} ({REQUIRE_SHARED_ENV} is set, so tests may not skip)",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def tool_env() -> Dict[str, str]:
@@ -44,6 +77,7 @@ def run(cmd: Sequence[str], cwd: Path, check: bool = True,
 
 def dataset_rows(split: str) -> List[Tuple[str, str]]:
     """(relative path, label) of the dataset's images in one split, sorted."""
+    require_shared(DATASET)
     with open(DATASET / "labels.csv", encoding="utf-8") as handle:
         return sorted((row["path"], row["label"]) for row in csv.DictReader(handle)
                       if row["split"] == split)
@@ -89,13 +123,23 @@ def write_query_set(rows: Iterable[Tuple[str, str]], dest: Path) -> None:
         writer.writerows((f"{label}/{Path(path).name}", label) for path, label in rows)
 
 
+def repo_cache_type() -> str:
+    """The cache link types this repository's ``.dvc/config`` sets (DVC's default if none)."""
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / ".dvc" / "config", encoding="utf-8")
+    return config.get("cache", "type", fallback="reflink,copy").strip('"')
+
+
 def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True,
                  queries: Optional[Iterable[Tuple[str, str]]] = None) -> Path:
     """A new git + DVC project with this repo's code, the real weights and given photos.
 
+    Its DVC cache links outputs as this repository's ``.dvc/config`` says.
+
     The labelled query set of the evaluate stage is the repo's demo set
     (``data/queries``), or the given dataset photos when ``queries`` is set.
     """
+    require_shared(WEIGHTS)
     root.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = REPO_ROOT / name
@@ -115,6 +159,7 @@ def make_project(root: Path, photos: Iterable[Tuple[str, str]], git: bool = True
         run(["dvc", "init", "-q"], root)
     else:
         run(["dvc", "init", "-q", "--no-scm"], root)
+    run(["dvc", "config", "cache.type", repo_cache_type()], root)
     return root
 
 

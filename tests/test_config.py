@@ -84,16 +84,16 @@ def test_constructing_a_section_in_code_validates_it_too():
         EtlConfig(interpolation="nearest")
 
 
-@pytest.mark.parametrize("script", ["etl", "feature_engineering", "modelling", "whitening",
-                                    "evaluate"])
+@pytest.mark.parametrize("script", ["weights", "etl", "feature_engineering", "modelling",
+                                    "whitening", "index", "evaluate"])
 def test_every_stage_refuses_bad_params_in_one_line_and_writes_nothing(tmp_path, script):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_with("etl.image_size", -1)), encoding="utf-8")
     outputs = [tmp_path / f"out{i}" for i in range(4)]
-    args = {"etl": [REPO_ROOT / "data/master"] + outputs[:3],
-            "feature_engineering": outputs[:2], "modelling": outputs[:3],
-            "whitening": outputs[:2], "evaluate": [REPO_ROOT / "data/queries/labels.csv"]
-            + outputs[:2]}[script]
+    args = {"weights": [], "etl": [REPO_ROOT / "data/master"] + outputs[:3],
+            "feature_engineering": outputs[:2], "modelling": outputs[:4],
+            "whitening": outputs[:2], "index": outputs[:3],
+            "evaluate": [REPO_ROOT / "data/queries/labels.csv"] + outputs[:3]}[script]
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "stages" / f"{script}.py"),
                            *map(str, args), "--params", str(params)],
                           capture_output=True, text=True, env=tool_env(), check=False,

@@ -13,7 +13,7 @@ import pytest
 
 from lib.config import EtlConfig
 from lib.search import ImageSearchEngine
-from tests.helpers import DATASET, make_project, pick_per_class, repro, run
+from tests.helpers import DATASET, PIPELINE, make_project, pick_per_class, repro, run
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,7 @@ P_AT_5_FLOOR = 0.40                             # measured 0.448
 def project_fixture(tmp_path_factory):
     """A project built once with ``dvc repro``."""
     project = make_project(tmp_path_factory.mktemp("e2e") / "project", TRAIN)
-    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening",
-                              "evaluate"]
+    assert repro(project) == PIPELINE
     return project
 
 

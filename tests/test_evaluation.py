@@ -8,20 +8,22 @@ queries embedded by the pipeline's own batch functions.
 """
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lib.features import preprocess
 from lib.config import EtlConfig
+from lib.evaluation import not_applicable, not_applicable_metrics
 from lib.images import load_image
 from lib.metrics import evaluate
 from lib.vectorizer import Vectorizer
-from tests.helpers import QUERY_SET, make_project, pick_per_class, repro, run, set_params
+from tests.helpers import (PIPELINE, QUERY_SET, make_project, pick_per_class, repro, run,
+                           set_params)
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["etl", "feature_engineering", "modelling", "whitening", "evaluate"]
 KEYS = ("mAP", "P@1", "P@5", "P@10", "R@10")
 
 
@@ -30,7 +32,7 @@ def project_fixture(tmp_path_factory):
     """A project of 20 photos (2 per class) built once with ``dvc repro``."""
     project = make_project(tmp_path_factory.mktemp("evaluate") / "project",
                            pick_per_class("train", 2))
-    assert repro(project) == STAGES
+    assert repro(project) == PIPELINE
     return project
 
 
@@ -84,6 +86,7 @@ def test_default_metrics_match_the_reference(project, queries):
     for key in KEYS:
         assert written[key] == pytest.approx(expected[key], abs=1e-5), key
     assert written["queries"] == written["queries_evaluated"] == 20
+    assert "seconds_per_query" not in written       # timings stay out of the tracked file
     lines = (project / "metrics/pr_curve.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "recall,precision" and len(lines) == 12
     np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]], curve[:, 1],
@@ -98,7 +101,7 @@ def test_whitening_and_expansion_parity_of_serving_and_evaluation(project, queri
     set_params(project, {"whitening.dim": 8, "serve.query_expansion": 3})
     try:
         # Neither option re-embeds the collection.
-        assert repro(project) == ["whitening", "evaluate"]
+        assert repro(project) == ["whitening", "index", "evaluate"]
         scores = reference_scores(project, vectors, 3)
         expected, _ = evaluate(scores, relevance(project, labels))
         written = written_metrics(project)
@@ -133,12 +136,24 @@ def test_a_bad_query_set_is_one_line_error(project, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("file,class\na.jpg,shoes\n", encoding="utf-8")
     proc = run(["python", "stages/evaluate.py", str(bad), str(tmp_path / "m.json"),
-                str(tmp_path / "c.csv")], project, check=False)
+                str(tmp_path / "c.csv"), str(tmp_path / "c.png")], project, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "path,label" in proc.stderr
     bad.write_text("path,label\nmissing.jpg,shoes\n", encoding="utf-8")
     proc = run(["python", "stages/evaluate.py", str(bad), str(tmp_path / "m.json"),
-                str(tmp_path / "c.csv")], project, check=False)
+                str(tmp_path / "c.csv"), str(tmp_path / "c.png")], project, check=False)
     assert proc.returncode == 1 and "missing.jpg: no such file" in proc.stderr
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "c.png").exists()
     assert written_metrics(project)["queries"] == 20
+
+
+def test_a_query_set_applies_only_when_a_label_is_a_collection_folder():
+    queries = [(Path("q/1.jpg"), "shoes"), (Path("q/2.jpg"), "hat")]
+    assert not_applicable(np.array(["shoes/a.jpg", "x.jpg"]), queries) == ""
+    flat = not_applicable(np.array(["a.jpg", "b.jpg"]), queries)
+    assert flat == "no query label (hat, shoes) is a folder of the collection (folders: none)"
+    assert "(folders: 2019, 2020)" in not_applicable(np.array(["2019/a.jpg", "2020/b.jpg"]),
+                                                     queries)
+    metrics = not_applicable_metrics(queries, flat)
+    assert metrics == {"applicable": False, "reason": flat, "queries": 2,
+                       "queries_evaluated": 0, "queries_without_relevant": 2}

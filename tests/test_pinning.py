@@ -113,7 +113,8 @@ def test_a_clean_workspace_verifies_and_names_its_version(project):
     (lambda p: (p / "out/model/extra.bin").write_text("x"),
      "out/model (model) is not the version recorded in dvc.lock"),
     (lambda p: (p / "out/images.npy").unlink(),
-     "out/images.npy (images) is missing from the workspace: run `dvc pull`"),
+     "out/images.npy (images) is missing from the workspace: run `dvc pull` to fetch the "
+     "version recorded in dvc.lock (the DVC remote 'local' has it)"),
     (lambda p: set_params(p, {"etl.image_size": 20}),
      "the artifacts are stale: params.yaml etl modified since stage 'build' ran: run "
      "`dvc repro`"),
@@ -135,6 +136,20 @@ def test_the_fix_the_message_names_works(project):
     with pytest.raises(PinningError, match="dvc pull"):
         verify_workspace(project, params_of(project))
     run(["dvc", "pull", "-q"], project)
+    verify_workspace(project, params_of(project))
+
+
+def test_a_missing_artifact_the_remote_lacks_points_to_repro_not_pull(project, tmp_path):
+    shutil.rmtree(project / "out/model")
+    shutil.rmtree(tmp_path / "remote")              # the remote holds nothing (a fresh clone)
+    with pytest.raises(PinningError) as err:
+        verify_workspace(project, params_of(project))
+    assert str(err.value) == ("out/model (model) is missing from the workspace and the DVC "
+                              "remote 'local' does not have it: run `dvc repro` to build it")
+    run(["dvc", "remote", "remove", "local"], project)
+    with pytest.raises(PinningError, match="and no DVC remote is set: run `dvc repro`"):
+        verify_workspace(project, params_of(project))
+    run(["dvc", "repro", "-q"], project)            # the fix it names works
     verify_workspace(project, params_of(project))
 
 

@@ -156,7 +156,7 @@ def test_ctrl_c_mid_stage_then_rerun_finishes(tmp_path):
     assert [p.name for p in model_folder.iterdir() if p.name.startswith(".")] == []
     assert "modelling" in run(["dvc", "status"], project).stdout
 
-    assert repro(project) == ["modelling", "whitening", "evaluate"]
+    assert repro(project) == ["modelling", "whitening", "index", "evaluate"]
     names = np.load(project / "data/landing/image_names.npy", allow_pickle=False)
     images = np.load(project / "data/landing/resized_rgb.npy", allow_pickle=False)
     vectors = np.load(project / "data/model/embedded_image_vectors.npy", allow_pickle=False)

@@ -132,7 +132,8 @@ def test_without_openvino_auto_falls_back_to_keras(saved_model, features, keras_
 
 
 def test_choose_runtime_rejects_unknown_names():
-    with pytest.raises(ConfigError, match="modelling.runtime: .onnx. is not allowed: expected one of auto, openvino, tensorflow"):
+    with pytest.raises(ConfigError, match="modelling.runtime: .onnx. is not allowed: "
+                                          "expected one of auto, openvino, tensorflow"):
         choose_runtime("onnx")
     assert choose_runtime("tensorflow") == "tensorflow"
 

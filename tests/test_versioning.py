@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from lib import cli
-from tests.helpers import (DATASET, REPO_ROOT, copy_photos, make_project, pick_per_class,
-                           repro, run, set_params)
+from tests.helpers import (DATASET, PIPELINE, REPO_ROOT, copy_photos, make_project,
+                           pick_per_class, repro, run, set_params)
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +74,7 @@ def origin_fixture(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("versioning") / "origin", PHOTOS)
     shutil.copyfile(REPO_ROOT / ".dvc/config", project / ".dvc/config")   # shipped remote
     run(["dvc", "add", "data/master"], project)
-    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening",
-                              "evaluate"]
+    assert repro(project) == PIPELINE
     commit = git_commit(project, "v1")
     run(["git", "tag", "v1"], project)
     run(["dvc", "push"], project)
@@ -122,7 +121,7 @@ def test_rev_serves_an_old_version_without_checkout(origin, capsys):
 
     copy_photos(NEW_PHOTOS, project / "data/master")
     run(["dvc", "add", "data/master"], project)
-    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening",
+    assert repro(project) == ["etl", "feature_engineering", "modelling", "whitening", "index",
                               "evaluate"]
     v2 = git_commit(project, "v2: more photos")
     run(["dvc", "push"], project)

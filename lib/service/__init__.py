@@ -1,0 +1,12 @@
+"""The resident search service: ``python stages/serve.py --http``.
+
+- :mod:`lib.service.engines`: loads the pinned engine, and swaps in a new version
+  (loaded and verified beside the one answering) on request or when ``dvc.lock``
+  changes.
+- :mod:`lib.service.embedder`: embeds queries from concurrent requests in batches,
+  on one worker thread, off the event loop.
+- :mod:`lib.service.limits`: request-size limit and one-line JSON errors.
+- :mod:`lib.service.app`: the FastAPI application (routes, the web page in
+  ``static/``).
+- :mod:`lib.service.server`: binds the socket and runs uvicorn.
+"""
