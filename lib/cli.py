@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+# Loggers of the project itself (stage scripts log as __main__).
+_OWN_LOGGERS = ("lib", "stages", "bench", "__main__")
 _STATE = {"verbose": False, "quiet": False}
 
 
@@ -43,6 +45,14 @@ def setup_logging(verbose: bool = False) -> None:
         # Keras and TensorFlow warn about their own internals (not the user's input).
         for module in ("keras", "tensorflow", "openvino", "absl"):
             warnings.filterwarnings("ignore", module=module)
+        # Libraries' own progress chatter (e.g. faiss.loader's INFO lines) is not shown.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_own_or_warning)
+
+
+def _own_or_warning(record: logging.LogRecord) -> bool:
+    """Whether a log record is shown in a quiet run: the project's, or a warning."""
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] in _OWN_LOGGERS
 
 
 def is_verbose() -> bool:

@@ -201,7 +201,7 @@ def test_other_weights_change_the_vectors_fingerprint(library, tmp_path):
         set_params(project, {"modelling.weights": str(path)})
         args = stage.parse_args([str(project / p) for p in (
             "data/feature_store/feature_engineered.npy", "data/model/embedded_image_vectors.npy",
-            "data/model/vectorizer_model")] + [
+            "data/model/vectorizer_model", "data/model/inference_model")] + [
             "--upstream-rows", str(project / "data/feature_store/rows.npz"),
             "--rows", str(project / "data/model/rows.npz"),
             "--params", str(project / "params.yaml")])

@@ -138,7 +138,7 @@ def int8_project_fixture(query_project, tmp_path_factory):
     project = _copy(query_project, tmp_path_factory.mktemp("int8") / "project")
     set_params(project, {"modelling.precision": "int8",
                          "modelling.calibration_size": CALIBRATION})
-    assert repro(project) == ["modelling", "whitening", "evaluate"]
+    assert repro(project) == ["modelling", "whitening", "index", "evaluate"]
     return project
 
 
@@ -217,7 +217,7 @@ def test_bf16_through_dvc_repro(query_project, tmp_path):
         assert f"modelling.py: error: {BF16_MISSING}" in (proc.stdout + proc.stderr).splitlines()
         assert (project / "dvc.lock").read_text(encoding="utf-8") == lock
         return
-    assert repro(project) == ["modelling", "whitening", "evaluate"]
+    assert repro(project) == ["modelling", "whitening", "index", "evaluate"]
     cosines = _cosines(np.load(query_project / VECTORS), np.load(project / VECTORS))
     print(f"\nbf16 vs fp32 cosine: min {cosines.min():.5f} mean {cosines.mean():.5f}")
     assert cosines.min() > BF16_FLOOR

@@ -150,7 +150,8 @@ def test_ctrl_c_on_the_ray_engine_leaves_no_vectors_and_no_actors(query_project,
     vectors.unlink()
     with (tmp_path / "stage.log").open("w+", encoding="utf-8") as log, subprocess.Popen(
             ["python", "stages/modelling.py", "data/feature_store/feature_engineered.npy",
-             str(vectors.relative_to(project)), "data/model/vectorizer_model"], cwd=project,
+             str(vectors.relative_to(project)), "data/model/vectorizer_model",
+             "data/model/inference_model"], cwd=project,
             env=tool_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True) as proc:
         while proc.poll() is None and "embedding: 1/" not in log.read():
             time.sleep(0.1)
@@ -181,7 +182,8 @@ def test_unreachable_cluster_is_one_line_before_any_work(tmp_path, where):
     out = tmp_path / "out"
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "stages/modelling.py", str(tmp_path / "features.npy"),
-                           str(out / "vectors.npy"), str(out / "model"), "--params", str(params)],
+                           str(out / "vectors.npy"), str(out / "model"),
+                           str(out / "inference_model"), "--params", str(params)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
     source = "modelling.ray_address" if where == "params" else "$RAY_ADDRESS"
     assert proc.returncode == 1
