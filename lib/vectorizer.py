@@ -66,6 +66,14 @@ class Vectorizer:
         self._forward = None
         self._openvino: Optional[OpenVinoForward] = None
 
+    def _openvino_forward(self) -> OpenVinoForward:
+        """The OpenVINO model, made once (the int8 one is read when the vectorizer loads,
+        while the pinned files it comes from are still there)."""
+        if self._openvino is None:
+            self._openvino = OpenVinoForward(self.model, self.batch_size, self.source_sha256,
+                                             self.precision, self.int8_model)
+        return self._openvino
+
     @property
     def input_shape(self) -> tuple:
         """Shape of one input image, (S, S, 3)."""
@@ -102,11 +110,7 @@ class Vectorizer:
             raise ValueError(f"expected images of shape (N, {shape}), got {images.shape}")
         out = np.empty((images.shape[0], self.dim), dtype=np.float32)  # (N, D)
         if self.runtime == "openvino":
-            if self._openvino is None:
-                self._openvino = OpenVinoForward(self.model, self.batch_size,
-                                                 self.source_sha256, self.precision,
-                                                 self.int8_model)
-            self._openvino(np.ascontiguousarray(images, dtype=np.float32), out)
+            self._openvino_forward()(np.ascontiguousarray(images, dtype=np.float32), out)
             return out
         forward = self._compiled()
         for start in range(0, images.shape[0], self.batch_size):
@@ -169,9 +173,12 @@ class Vectorizer:
         if expected_dim is not None and out_shape[1] != expected_dim:
             raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
                                 f"the index holds {expected_dim}-d vectors")
-        return cls(model, batch_size=batch_size, runtime=runtime,
-                   source_sha256=sha256_hex(data), precision=precision,
-                   int8_model=int8_model, source=path)
+        vectorizer = cls(model, batch_size=batch_size, runtime=runtime,
+                         source_sha256=sha256_hex(data), precision=precision,
+                         int8_model=int8_model, source=path)
+        if int8_model is not None:
+            vectorizer._openvino_forward()    # pylint: disable=protected-access
+        return vectorizer
 
 
 def _renumber_shared_ids(config: bytes) -> bytes:

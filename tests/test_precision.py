@@ -160,9 +160,10 @@ def test_int8_vectors_are_close_to_fp32_and_recorded(int8_project, query_project
 
 
 def test_queries_are_embedded_in_the_collections_precision(int8_project, query_project):
-    pinned = verify_workspace(int8_project, load_config(int8_project / "params.yaml"))
-    assert pinned.paths["inference_model"] == int8_project / INFERENCE
-    engine = ImageSearchEngine.from_config(pinned.config, pinned.paths, with_images=False)
+    with verify_workspace(int8_project, load_config(int8_project / "params.yaml")) as pinned:
+        assert pinned.paths["inference_model"].name == Path(INFERENCE).name
+        engine = ImageSearchEngine.from_config(pinned.config, pinned.paths, with_images=False)
+    # The pinned snapshot is gone now: the int8 model was read while loading.
     assert engine.vectorizer.precision == "int8" and engine.vectorizer.runtime == "openvino"
     row = [str(name) for name in engine.names].index(name_of(COLLECTION[2]))
     query = engine.embed(int8_project / "data/master" / name_of(COLLECTION[2]))   # (D,)

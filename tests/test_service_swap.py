@@ -119,6 +119,6 @@ def test_new_version_swapped_in_without_failures_tampered_one_refused(query_proj
     assert all(code == 200 for code, _ in loop.answers)
     # Answers came from both versions: unwhitened scores first, whitened ones after.
     assert loop.answers[0][1] != loop.answers[-1][1]
-    assert "swapped in the new version (changed: whitening)" in log, log
+    assert "swapped in the new version (changed: index, whitening)" in log, log
     assert "new version refused" in log, log
     assert "Traceback" not in log, log
