@@ -14,6 +14,7 @@ import yaml
 from lib.config import Config
 from lib.pinning import PinningError, pin_revision, unverified, verify_workspace
 from tests.helpers import run, set_params
+from tests.tiny_project import publish_v1
 
 BUILD = '''
 import sys
@@ -61,14 +62,7 @@ def template_fixture(tmp_path_factory):
     (project / "source.txt").write_text("a.jpg b.jpg c.jpg", encoding="utf-8")
     (project / "params.yaml").write_text(yaml.safe_dump(PARAMS), encoding="utf-8")
     (project / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML), encoding="utf-8")
-    run(["git", "init", "-q", "-b", "main"], project)
-    run(["dvc", "init", "-q"], project)
-    run(["dvc", "remote", "add", "-d", "local", "../remote"], project)   # relative: copies work
-    run(["dvc", "repro", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-q", "-m", "v1"], project)
-    run(["git", "tag", "v1"], project)
-    run(["dvc", "push", "-q"], project)
+    publish_v1(project)
     return root
 
 

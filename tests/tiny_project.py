@@ -63,6 +63,12 @@ def build(root: Path) -> Path:
     (project / "build.py").write_text(BUILD, encoding="utf-8")
     write_params(project, params())
     (project / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML), encoding="utf-8")
+    publish_v1(project)
+    return root
+
+
+def publish_v1(project: Path) -> None:
+    """git + DVC init, ``dvc repro``, commit tagged v1, push to ``../remote``."""
     run(["git", "init", "-q", "-b", "main"], project)
     run(["dvc", "init", "-q"], project)
     run(["dvc", "remote", "add", "-d", "local", "../remote"], project)   # relative: copies work
@@ -71,7 +77,6 @@ def build(root: Path) -> Path:
     run(["git", "commit", "-q", "-m", "v1"], project)
     run(["git", "tag", "v1"], project)
     run(["dvc", "push", "-q"], project)
-    return root
 
 
 def copy(template: Path, target: Path) -> Path:
