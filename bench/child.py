@@ -1,7 +1,7 @@
 """One measured job, run in its own process so the OS reports its own peak memory.
 
 ``python -m bench.child JOB JSON_ARGS`` prints one JSON line: the job's timings.
-Each job calls the project's real code (``lib.pipeline``, ``lib.vectorizer``), or for
+Each job calls the project's real code (``lib.photos.etl``, ``lib.embedding.vectorizer``), or for
 the ``*_plain`` baselines the plain whole-array way: load everything, transform,
 ``numpy.save``, and ``model.predict``.
 """
@@ -19,15 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.precision_jobs import JOBS as PRECISION_JOBS
 from bench.ray_engine import embed_engine
 from lib import cli
-from lib.features import preprocess
+from lib.embedding import preprocess, run_embedding, run_feature_engineering, Vectorizer
 from lib.config import EtlConfig
-from lib.images import list_images, read_image_bgr, etl_transform
-from lib.features import run_feature_engineering
-from lib.pipeline import run_etl
-from lib.vectorizer import run_embedding
-from lib.search import ImageSearchEngine
-from lib.similarity import get_cosine_similarity, top_k
-from lib.vectorizer import Vectorizer
+from lib.photos import etl_transform, list_images, read_image_bgr, run_etl
+from lib.retrieval import get_cosine_similarity, ImageSearchEngine, top_k
 
 
 def etl(args: Dict[str, Any]) -> Dict[str, Any]:

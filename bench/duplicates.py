@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=wrong-import-position
 from bench.real_vectors import DATASET, embed_photos, saved_vectorizer
 from lib.config import IndexConfig
-from lib.duplicates import find_pairs, group_pairs, pair_set
-from lib.images import list_images
-from lib.index_store import build_index
+from lib.retrieval import build_index, find_pairs, group_pairs, pair_set
+from lib.photos import list_images
 
 KINDS = ("copy", "jpeg60", "resized", "cropped")
 THRESHOLDS = (0.85, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)

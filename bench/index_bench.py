@@ -11,7 +11,7 @@ of near-copies of the real ones. Large collections can be projected on the real
 vectors' top principal axes (``--dim``) to fit this machine's memory.
 
 Each index kind is built in its own process (time, peak RSS, size on disk) and served
-in another: the engine (:class:`lib.search.ImageSearchEngine`, ranking embeddings, no
+in another: the engine (:class:`lib.retrieval.engine.ImageSearchEngine`, ranking embeddings, no
 model) loads the vectors (memory-mapped) and the index, answers held-out queries
 (``search_vector``, top 10, candidates re-scored exactly): p50/p95, recall@10 against
 the exact top 10, and the serving process's peak RSS.
@@ -39,9 +39,8 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=wrong-import-position
 from lib.artifacts import open_npy_writer
 from lib.config import EtlConfig, IndexConfig
-from lib.index_store import build_index, load_index, save_index
-from lib.search import ImageSearchEngine
-from lib.similarity import l2_normalize, top_k
+from lib.retrieval import (
+    build_index, ImageSearchEngine, l2_normalize, load_index, save_index, top_k)
 
 SIGMA = 0.5
 CHUNK = 50000

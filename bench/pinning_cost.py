@@ -1,6 +1,6 @@
 """What verifying pinned artifact versions costs serving, per query.
 
-Times ``lib.pinning.verify_workspace`` on a built project: DVC's import and repository
+Times ``lib.pinning.verify.verify_workspace`` on a built project: DVC's import and repository
 opening (paid once per process), the check with DVC's stat cache warm (the usual case:
 ``dvc repro``, ``pull`` and ``checkout`` fill it), and the check with the stat cache
 cold for the served artifacts (their mtime changed, so DVC re-reads and re-hashes them).

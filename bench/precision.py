@@ -25,10 +25,8 @@ sys.path.insert(0, str(ROOT))
 from bench.precision_jobs import compare_precisions, print_table
 from bench.run import make_master, run_job
 from lib.config import EtlConfig
-from lib.features import run_feature_engineering
-from lib.pipeline import run_etl
-from lib.resnet import ResNet50Helper
-from lib.vectorizer import Vectorizer
+from lib.embedding import ResNet50Helper, run_feature_engineering, Vectorizer
+from lib.photos import run_etl
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "precision.json"
 

@@ -3,7 +3,7 @@
 Each runtime embeds the same feature-store rows in its own process (``bench.child``),
 so the OS reports each one's peak RSS; rounds alternate between the runtimes so
 machine load hits them alike, and the best round counts. The int8 model is made first,
-as the modelling stage makes it (``lib.precision.write_inference_model``: NNCF
+as the modelling stage makes it (``lib.embedding.inference_model.write_inference_model``: NNCF
 post-training quantisation calibrated on the store), and its one-off time is reported.
 Also reported: images/s, the ratio to ``tf.function``, the achieved GFLOP/s (ResNet50
 is about 8.2 GFLOP per 224x224 image) and each photo's cosine to its fp32 vector.
@@ -22,10 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
 from lib.config import ModellingConfig
-from lib.precision import write_inference_model
-from lib.runtime import BF16_MISSING, cpu_has_bf16
-from lib.similarity import get_cosine_similarity
-from lib.vectorizer import MODEL_FILE, Vectorizer
+from lib.embedding import BF16_MISSING, cpu_has_bf16, MODEL_FILE, Vectorizer, write_inference_model
+from lib.retrieval import get_cosine_similarity
 
 GFLOP_PER_IMAGE = 8.2                    # ResNet50 forward pass, 224x224 input
 # Name in the table: (runtime, precision).

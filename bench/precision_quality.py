@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from lib.runtime import BF16_MISSING, cpu_has_bf16
-from lib.similarity import get_cosine_similarity
+from lib.embedding import BF16_MISSING, cpu_has_bf16
+from lib.retrieval import get_cosine_similarity
 from tests.helpers import dataset_rows, make_project, run, set_params
 
 VECTORS = "data/model/embedded_image_vectors.npy"

@@ -21,8 +21,7 @@ import numpy as np
 
 from lib import cli
 from lib.config import ModellingConfig
-from lib.ray_engine import ray_session, run_ray_embedding
-from lib.vectorizer import Vectorizer, run_embedding
+from lib.embedding import ray_session, run_embedding, run_ray_embedding, Vectorizer
 
 CHUNK = 32                      # rows per block (one progress line each) and per batch
 ENGINES = (("local", 0), ("ray", 1), ("ray", 2))

@@ -2,9 +2,9 @@
 
 The index benchmark builds its synthetic collections from real ResNet50 vectors, and
 the near-duplicate measurement embeds real photos with planted copies; both embed
-through the same ETL (:func:`lib.images.load_image`), feature engineering
-(:func:`lib.features.preprocess`) and saved model (:class:`lib.vectorizer.Vectorizer`)
-as the pipeline.
+through the same ETL (:func:`lib.photos.images.load_image`), feature engineering
+(:func:`lib.embedding.preprocessing.preprocess`) and saved model
+(:class:`lib.embedding.vectorizer.Vectorizer`) as the pipeline.
 
 Usage::
 
@@ -25,10 +25,8 @@ sys.path.insert(0, str(ROOT))
 from lib import cli
 from lib.artifacts import open_npy_writer
 from lib.config import EtlConfig
-from lib.features import preprocess
-from lib.images import list_images, load_image
-from lib.resnet import ResNet50Helper
-from lib.vectorizer import Vectorizer
+from lib.embedding import preprocess, ResNet50Helper, Vectorizer
+from lib.photos import list_images, load_image
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"

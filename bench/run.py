@@ -38,11 +38,9 @@ sys.path.insert(0, str(ROOT))
 from bench import ray_engine
 from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
-from lib.images import list_images
-from lib.resnet import ResNet50Helper
-from lib.runtime import CACHE_ENV
-from lib.vectorizer import Vectorizer
-from lib.whitening import save_whitening
+from lib.photos import list_images
+from lib.embedding import CACHE_ENV, ResNet50Helper, Vectorizer
+from lib.retrieval import save_whitening
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -123,7 +121,7 @@ def run_job(job: str, args: Dict[str, Any], limit: Optional[float] = None) -> Di
 def make_master(dataset: Path, target: Path, count: int) -> None:
     """``count`` photos of the dataset as hard links (copies across file systems),
     replicated when it has fewer. Not symbolic links: the ETL never follows those
-    (see ``lib.files``)."""
+    (see ``lib.photos.files``)."""
     photos = list_images(dataset)
     for i in range(count):
         source = photos[i % len(photos)]

@@ -3,7 +3,7 @@
 Builds a real DVC project of the serving layout at N photos with synthetic artifacts of
 the real sizes (names, (N, 2048) float32 vectors, (N, 224, 224, 3) uint8 landing
 images, a model file the size of the saved ResNet50, N small files in ``data/master``),
-runs ``dvc repro`` once, then times ``lib.pinning.verify_workspace`` both ways, each
+runs ``dvc repro`` once, then times ``lib.pinning.verify.verify_workspace`` both ways, each
 including the lock, the snapshot and its release: the default check (DVC's stat cache
 warm, as after ``dvc repro``/``pull``/``checkout``) and full verification (every served
 byte read and hashed), beside the baseline of reading and md5-hashing the same bytes

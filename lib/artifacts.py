@@ -19,13 +19,9 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from lib.errors import PathLike, UserError
+from lib.errors import ArtifactError, PathLike
 
 logger = logging.getLogger(__name__)
-
-
-class ArtifactError(UserError, ValueError):
-    """An artifact is missing, unreadable, or not of the expected shape or type."""
 
 
 @contextlib.contextmanager

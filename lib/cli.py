@@ -19,7 +19,7 @@ import traceback
 import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
-from lib.errors import UserError, one_line
+from lib.errors import one_line, UserError
 
 logger = logging.getLogger(__name__)
 

@@ -189,7 +189,7 @@ class ModellingConfig(Section):  # pylint: disable=too-many-instance-attributes
             with AVX512_BF16 or AMX) or ``int8`` (the model quantised by NNCF's
             post-training quantisation); ``bf16`` and ``int8`` run on OpenVINO.
         calibration_size: Feature-store rows (evenly spaced) that calibrate ``int8``.
-        engine: ``local`` (this process) or ``ray`` (a Ray cluster, ``lib.ray_engine``).
+        engine: ``local`` (this process) or ``ray`` (a Ray cluster, ``lib.embedding.ray_engine``).
         ray_address: The Ray cluster's address (``host:port``); null: ``$RAY_ADDRESS``,
             else a local Ray instance with this machine's cores.
         ray_actors: Embedding actors; 0 = one per ``ray_actor_cpus`` CPUs of the cluster.
@@ -229,7 +229,7 @@ class WhiteningConfig(Section):
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
-    """The vector index serving ranks through (``lib.index``).
+    """The vector index serving ranks through (``lib.retrieval.index``).
 
     Attributes:
         kind: ``auto`` (``exact`` below ``exact_below`` rows, else ``hnsw`` when the

@@ -23,6 +23,26 @@ class ConfigError(UserError, ValueError):
     """``params.yaml`` is missing, malformed, or holds a setting that is not allowed."""
 
 
+class ImageReadError(InputError):
+    """A file is not a usable image (missing, empty, corrupt or too large)."""
+
+
+class ArtifactError(UserError, ValueError):
+    """An artifact is missing, unreadable, or not of the expected shape or type."""
+
+
+class PinningError(UserError, ValueError):
+    """The artifacts are not the versions recorded in ``dvc.lock``."""
+
+
+class WeightsError(ConfigError):
+    """``modelling.weights`` does not lead to ResNet50 no-top weights."""
+
+
+class RayClusterError(UserError):
+    """The Ray cluster named by ``modelling.ray_address`` or ``$RAY_ADDRESS`` is unusable."""
+
+
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (its type name when it has none).
 

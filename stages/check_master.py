@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.config import load_config
 from lib.errors import InputError, printable
-from lib.files import dvc_hazards
+from lib.photos import dvc_hazards
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -26,12 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import load_npy
 from lib.config import DuplicatesConfig, load_config
-from lib.duplicates import find_pairs, group_pairs, write_report
+from lib.retrieval import (
+    check_index, find_pairs, group_pairs, load_index, load_whitening, write_report)
 from lib.errors import ConfigError
-from lib.index_store import load_index
 from lib.pinning import pin
-from lib.search import check_index
-from lib.whitening import load_whitening
 
 logger = logging.getLogger(__name__)
 

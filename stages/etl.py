@@ -5,7 +5,7 @@ Usage (as ``dvc.yaml`` runs it)::
     python stages/etl.py MASTER_DIR IMAGES_NPY NAMES_NPY REPORT_JSON --rows ROWS_NPZ
 
 With ``--rows``, a photo already in the previous output (same content, same settings
-and code: see ``lib/rowindex.py``) is copied from it, read from DVC's cache.
+and code: see ``lib/incremental/rows.py``) is copied from it, read from DVC's cache.
 """
 import argparse
 import sys
@@ -18,9 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import clean_leftovers
 from lib.config import load_config
-from lib.incremental import previous_rows
-from lib.pipeline import run_etl
-from lib.rowindex import recipe, row_settings
+from lib.incremental import previous_rows, recipe, row_settings
+from lib.photos import run_etl
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import cli
 from lib.artifacts import clean_leftovers, load_npy
-from lib.evaluation import (evaluate_engine, not_applicable, not_applicable_metrics,
-                            read_query_set, write_results)
+from lib.evaluation import (
+    evaluate_engine, not_applicable, not_applicable_metrics, read_query_set, render_pr_curve,
+    write_results)
 from lib.config import load_config
-from lib.plot import render_pr_curve
-from lib.search import ImageSearchEngine
+from lib.retrieval import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "set does not apply to this collection")
         print(f"not evaluated: {reason}")
         return 0
-    engine = ImageSearchEngine.from_config(config, paths, with_images=False)
+    engine = ImageSearchEngine.load(config, paths, with_images=False)
     metrics, curve = evaluate_engine(engine, queries)
     write_results(metrics, curve, args.metrics, args.curve)
     render_pr_curve(curve, args.picture, f"Precision-recall (interpolated), mean over "

@@ -6,7 +6,7 @@ Usage (as ``dvc.yaml`` runs it)::
         --upstream-rows LANDING_ROWS_NPZ --rows ROWS_NPZ
 
 With the row indexes, only rows not in the previous output are computed (see
-``lib/rowindex.py``); the others are copied from it, read from DVC's cache.
+``lib/incremental/rows.py``); the others are copied from it, read from DVC's cache.
 """
 import argparse
 import sys
@@ -18,10 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.artifacts import clean_leftovers
-from lib.features import run_feature_engineering
+from lib.embedding import run_feature_engineering
 from lib.config import load_config
-from lib.incremental import add_row_index_args, plan_stage
-from lib.rowindex import row_settings
+from lib.incremental import add_row_index_args, plan_stage, row_settings
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

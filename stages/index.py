@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import load_npy
 from lib.config import load_config
-from lib.index_store import build_index, load_previous, save_index
-from lib.whitening import load_whitening
+from lib.retrieval import build_index, load_previous, load_whitening, save_index
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ quantised on a sample of the feature store, which embeds the collection and quer
 
 With the row indexes (``--upstream-rows``, ``--rows``) the stage is incremental: when
 the previous run used the same settings, code and weights (the same fingerprint, see
-``lib/rowindex.py``), its saved model is kept, its vectors are copied for every row
+``lib/incremental/rows.py``), its saved model is kept, its vectors are copied for every row
 whose photo it already embedded, and only the new rows are embedded (by either
 engine). Anything else rebuilds the model and embeds every row.
 
@@ -31,13 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import atomic_path, clean_leftovers
 from lib.config import Config, load_config
-from lib.incremental import add_row_index_args, plan_stage, previous_output, restore_file
-from lib.precision import write_inference_model
-from lib.ray_engine import ray_session, run_ray_embedding
-from lib.resnet import ResNet50Helper
-from lib.rowindex import RowIndex, RowPlan, file_sha256, row_settings
-from lib.runtime import choose_runtime
-from lib.vectorizer import MODEL_FILE, Vectorizer, run_embedding
+from lib.incremental import (
+    add_row_index_args, file_sha256, plan_stage, previous_output, restore_file, row_settings,
+    RowIndex, RowPlan)
+from lib.embedding import (
+    choose_runtime, MODEL_FILE, ray_session, ResNet50Helper, run_embedding, run_ray_embedding,
+    Vectorizer, write_inference_model)
 
 logger = logging.getLogger(__name__)
 

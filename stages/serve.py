@@ -42,11 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.config import load_config
-from lib.errors import UserError, one_line, printable
-from lib.images import decode_with, max_file_bytes, read_file
+from lib.errors import one_line, printable, UserError
+from lib.photos import decode_with, max_file_bytes, query_caption, read_file, render_results
 from lib.pinning import pin
-from lib.render import query_caption, render_results
-from lib.search import ImageSearchEngine
+from lib.retrieval import ImageSearchEngine
 
 STDIN = Path("-")
 
@@ -145,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.setup_logging(args.verbose)
     if args.http:
         # Imported here: the one-shot command line does not pay for the web stack.
-        from lib.service.server import serve_http  # pylint: disable=import-outside-toplevel
+        from lib.service import serve_http  # pylint: disable=import-outside-toplevel
         return serve_http(args.params, rev=args.rev, verify=not args.no_verify,
                           full=args.verify_full, host=args.host, port=args.port,
                           verbose=args.verbose)
@@ -161,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # query still fails before the model loads.
         query_bgr = None if data is None else decode_with(data, pinned.config.etl,
                                                           str(args.query))
-        engine = ImageSearchEngine.from_config(pinned.config, pinned.paths)
+        engine = ImageSearchEngine.load(pinned.config, pinned.paths)
     print(pinned.version.describe(), flush=True)
     if query_bgr is None:
         return serve_stdin(engine, n, args.output)

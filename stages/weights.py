@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.config import load_config
-from lib.weights import resolve_weights
+from lib.embedding import resolve_weights
 
 logger = logging.getLogger("stages.weights")
 

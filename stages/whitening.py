@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import clean_leftovers, load_npy
 from lib.config import load_config
-from lib.whitening import fit_whitening, save_whitening
+from lib.retrieval import fit_whitening, save_whitening
 
 logger = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from lib.resnet import ResNet50Helper
-from lib.runtime import CACHE_ENV
-from lib.vectorizer import Vectorizer
+from lib.embedding.resnet import ResNet50Helper
+from lib.embedding.runtime import CACHE_ENV
+from lib.embedding.vectorizer import Vectorizer
 from tests.helpers import WEIGHTS, require_shared
 from tests.service_helpers import ServiceProcess
 

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Tuple
 
-from lib.config import EtlConfig
-from lib.search import ImageSearchEngine
+from lib.config import Config, EtlConfig
+from lib.retrieval.engine import ImageSearchEngine
 from tests.badfiles import exif_rotated_jpeg, photo_bgr
 from tests.helpers import DATASET, PIPELINE, make_project, pick_per_class, repro
 
@@ -41,7 +41,4 @@ def build(root: Path) -> Path:
 
 def load_engine(project: Path) -> ImageSearchEngine:
     """The engine as serving loads it, with the real saved model."""
-    return ImageSearchEngine.load(project / "data/model/embedded_image_vectors.npy",
-                                  project / "data/landing/image_names.npy",
-                                  project / "data/model/vectorizer_model", EtlConfig(),
-                                  images_path=project / "data/landing/resized_rgb.npy")
+    return ImageSearchEngine.load(Config(), Config().paths.resolve(project))

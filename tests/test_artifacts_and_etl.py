@@ -5,9 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.artifacts import ArtifactError, atomic_path, load_npy, open_npy_writer, save_npy
+from lib.artifacts import atomic_path, load_npy, open_npy_writer, save_npy
+from lib.errors import ArtifactError
 from lib.config import EtlConfig
-from lib.pipeline import run_etl
+from lib.photos.etl import run_etl
 
 
 def write_image(path, bgr, size=(40, 30)):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from lib import cli, pipeline
-from lib.config import SECTIONS, Config, ConfigError, EtlConfig, load_config
-from lib.errors import InputError, UserError
+from lib import cli
+from lib.photos import etl as pipeline
+from lib.config import Config, EtlConfig, load_config, SECTIONS
+from lib.errors import ConfigError, InputError, UserError
 from tests.helpers import REPO_ROOT, tool_env
 
 SHIPPED = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -160,9 +161,9 @@ def test_a_bug_in_the_etl_is_not_recorded_as_a_skipped_file(tmp_path, monkeypatc
 
 
 def test_every_user_facing_error_class_is_one_family():
-    from lib.artifacts import ArtifactError  # pylint: disable=import-outside-toplevel
-    from lib.images import ImageReadError  # pylint: disable=import-outside-toplevel
-    from lib.pinning import PinningError  # pylint: disable=import-outside-toplevel
+    from lib.errors import ArtifactError  # pylint: disable=import-outside-toplevel
+    from lib.errors import ImageReadError  # pylint: disable=import-outside-toplevel
+    from lib.errors import PinningError  # pylint: disable=import-outside-toplevel
     for error in (ArtifactError, ImageReadError, PinningError, ConfigError, InputError):
         assert issubclass(error, UserError)
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from lib.config import EtlConfig
-from lib.decoding import ImageReadError, apply_orientation, decode_image, header_sizes
-from lib.images import etl_transform, read_image_bgr
+from lib.errors import ImageReadError
+from lib.photos.decoding import apply_orientation, decode_image, header_sizes
+from lib.photos.images import etl_transform, read_image_bgr
 from tests.badfiles import EXIF_ORIENTATION, encode, hdr_with_size, pillow_bytes
 from tests.helpers import REPO_ROOT
 
@@ -46,7 +47,7 @@ def test_formats_pillow_cannot_read_are_size_checked_before_decoding(data):
 
 def test_opencv_guard_backs_up_the_header_check():
     """With lib imported first, OpenCV's own limit is lib's default, not 2**30."""
-    code = ("import lib.decoding as li\n"
+    code = ("import lib.photos.decoding as li\n"
             "try:\n"
             f"    li.decode_image({pam_with_size(12000, 12000)!r} + bytes(64), 10**9, 'x')\n"
             "except li.ImageReadError as err:\n"
@@ -61,7 +62,7 @@ def test_opencv_guard_backs_up_the_header_check():
 def test_decoder_chatter_is_logged_with_the_file_name(capfd, caplog):
     data = bytearray(encode(".jpg", PHOTO))
     data[-2:-2] = b"\x00" * 40             # junk before the end marker: libjpeg complains
-    with caplog.at_level(logging.WARNING, logger="lib.decoding"):
+    with caplog.at_level(logging.WARNING, logger="lib.photos.decoding"):
         image = decode_image(bytes(data), 10**6, "shop/photo.jpg")
     assert image.shape == PHOTO.shape
     assert capfd.readouterr().err == ""

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.config import EtlConfig
-from lib.search import ImageSearchEngine
+from lib.config import Config, EtlConfig
+from lib.retrieval.engine import ImageSearchEngine
 from tests.helpers import DATASET, PIPELINE, make_project, pick_per_class, repro, run
 
 pytestmark = pytest.mark.slow
@@ -91,9 +91,8 @@ def test_warm_serving_answers_each_stdin_line(project, tmp_path):
 
 
 def test_precision_at_5_on_held_out_queries(project):
-    engine = ImageSearchEngine.load(project / "data/model/embedded_image_vectors.npy",
-                                    project / "data/landing/image_names.npy",
-                                    project / "data/model/vectorizer_model", EtlConfig())
+    engine = ImageSearchEngine.load(Config(), Config().paths.resolve(project),
+                                    with_images=False)
     precisions = []
     for path, label in QUERIES:
         results = engine.most_similar(cv2.imread(str(DATASET / path)), 5)

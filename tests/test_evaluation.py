@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.features import preprocess
+from lib.embedding.preprocessing import preprocess
 from lib.config import EtlConfig
-from lib.evaluation import not_applicable, not_applicable_metrics
-from lib.images import load_image
-from lib.metrics import evaluate
-from lib.vectorizer import Vectorizer
+from lib.evaluation.query_set import not_applicable, not_applicable_metrics
+from lib.photos.images import load_image
+from lib.evaluation.metrics import evaluate
+from lib.embedding.vectorizer import Vectorizer
 from tests.helpers import (PIPELINE, QUERY_SET, make_project, pick_per_class, repro, run,
                            set_params)
 

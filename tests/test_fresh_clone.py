@@ -12,11 +12,11 @@ import zipfile
 
 import yaml
 
-from lib.vectorizer import MODEL_FILE
+from lib.embedding.vectorizer import MODEL_FILE
 from tests.helpers import REPO_ROOT, WEIGHTS, run, tool_env
 
 # The modelling stage's build and save, in a process of its own.
-BUILD = ("import sys; from lib.resnet import ResNet50Helper; from lib.vectorizer import "
+BUILD = ("import sys; from lib.embedding.resnet import ResNet50Helper; from lib.embedding.vectorizer import "
          "Vectorizer; Vectorizer(ResNet50Helper(weights=sys.argv[1]).build()).save(sys.argv[2])")
 
 

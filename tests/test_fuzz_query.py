@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lib.config import EtlConfig
-from lib.decoding import ImageReadError, decode_image
-from lib.images import etl_transform
+from lib.errors import ImageReadError
+from lib.photos.decoding import decode_image
+from lib.photos.images import etl_transform
 from tests.badfiles import encode, exif_rotated_jpeg, photo_bgr, pillow_bytes, rgb_pil
 from tests.helpers import run
 from tests.query_project import COLLECTION

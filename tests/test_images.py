@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lib.config import EtlConfig
-from lib.images import ImageReadError, etl_transform, list_images, load_image, \
-    read_image_bgr
+from lib.errors import ImageReadError
+from lib.photos.images import etl_transform, list_images, load_image, read_image_bgr
 
 CONFIG = EtlConfig()
 

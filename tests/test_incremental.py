@@ -20,12 +20,13 @@ import yaml
 
 from lib.artifacts import load_npy
 from lib.config import load_config
-from lib.features import run_feature_engineering
-from lib.pinning import PinningError, verify_workspace
-from lib.pipeline import run_etl
-from lib.rowindex import RowIndex, content_key
-from lib.similarity import get_cosine_similarity
-from lib.vectorizer import Vectorizer, run_embedding
+from lib.embedding.preprocessing import run_feature_engineering
+from lib.errors import PinningError
+from lib.pinning.verify import verify_workspace
+from lib.photos.etl import run_etl
+from lib.incremental.rows import content_key, RowIndex
+from lib.retrieval.similarity import get_cosine_similarity
+from lib.embedding.vectorizer import run_embedding, Vectorizer
 from tests.helpers import DATASET, REPO_ROOT, make_project, pick_per_class, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -171,7 +172,7 @@ def test_changed_settings_code_or_weights_recompute_in_full(library, tmp_path):
 
     set_params(project, {"etl.interpolation": "linear"})       # an ETL setting
     assert planned(repro_log(project, "etl")) == {"ETL": (6, 6)}
-    code = project / "lib/images.py"                           # the ETL's code
+    code = project / "lib/photos/images.py"                           # the ETL's code
     code.write_text(code.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
     assert planned(repro_log(project, "etl")) == {"ETL": (6, 6)}
     assert planned(repro_log(project, "etl")) == {}            # up to date: nothing runs

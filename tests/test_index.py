@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from lib import cli
-from lib.artifacts import ArtifactError
+from lib.errors import ArtifactError, ConfigError
 from lib.config import EtlConfig, IndexConfig, load_config
-from lib.errors import ConfigError
-from lib.index import check_config, space_rows
-from lib.index_store import build_index, load_index, read_index, save_index
-from lib.pinning import pin
-from lib.search import ImageSearchEngine
-from lib.whitening import fit_whitening
+from lib.retrieval.index import check_config, space_rows
+from lib.retrieval.index_store import build_index, load_index, read_index, save_index
+from lib.pinning.verify import pin
+from lib.retrieval.engine import ImageSearchEngine
+from lib.retrieval.whitening import fit_whitening
 from tests import query_project as builder
 from tests.helpers import REPO_ROOT, repro, run, set_params, tool_env
 
@@ -40,7 +39,7 @@ def test_auto_keeps_the_exact_scan_bit_for_bit(query_project):
     config = load_config(query_project / "params.yaml")
     meta = json.loads((query_project / "data/model/index/meta.json").read_text())
     assert config.index.kind == "auto" and meta["kind"] == "exact"
-    indexed = ImageSearchEngine.from_config(config, config.paths.resolve(query_project),
+    indexed = ImageSearchEngine.load(config, config.paths.resolve(query_project),
                                             with_images=False)
     plain = builder.load_engine(query_project)
     assert indexed.index is None
@@ -107,7 +106,7 @@ def test_params_the_collection_cannot_support_name_the_param_and_its_limit(tmp_p
     check_config(config, "ivfpq", 3000, 64)
     # Through the stage: one line, exit 1, nothing written.
     np.save(tmp_path / "vectors.npy", clustered(300))
-    from lib.whitening import save_whitening  # pylint: disable=import-outside-toplevel
+    from lib.retrieval.whitening import save_whitening  # pylint: disable=import-outside-toplevel
     save_whitening(tmp_path / "whitening.npz", None, 64, 300)
     shutil.copyfile(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
     set_params(tmp_path, {"index.kind": "ivfpq", "index.nlist": 301})
@@ -166,7 +165,7 @@ def test_an_hnsw_index_in_the_pipeline_is_pinned_evaluated_and_served(query_proj
     config = load_config(project / "params.yaml")
     with pin(project, config) as pinned:
         assert "index" in pinned.paths
-        engine = ImageSearchEngine.from_config(config, pinned.paths, with_images=False)
+        engine = ImageSearchEngine.load(config, pinned.paths, with_images=False)
     assert engine.index is not None and engine.index.kind == "hnsw"
     # The near-duplicate report goes through the same index: the copied photo is found.
     proc = run([sys.executable, str(REPO_ROOT / "stages/duplicates.py"), "--output",

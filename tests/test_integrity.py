@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from lib.config import Config
-from lib.pinning import PinningError, pin, pin_revision, verify_workspace
+from lib.errors import PinningError
+from lib.pinning.verify import pin, pin_revision, verify_workspace
 from tests import tiny_project as tiny
 from tests.helpers import tool_env, run
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from lib.config import EtlConfig
-from lib.convcache import read_entry, write_entry
-from lib.features import preprocess
-from lib.images import load_image
-from lib.runtime import CACHE_ENV, OPENVINO_FILES, openvino_available
-from lib.similarity import get_cosine_similarity
-from lib.vectorizer import MODEL_FILE, Vectorizer
+from lib.embedding.conversion import read_entry, write_entry
+from lib.embedding.preprocessing import preprocess
+from lib.photos.images import load_image
+from lib.embedding.runtime import CACHE_ENV, openvino_available, OPENVINO_FILES
+from lib.retrieval.similarity import get_cosine_similarity
+from lib.embedding.vectorizer import MODEL_FILE, Vectorizer
 from tests.helpers import DATASET, pick_per_class
 
 PARITY = 0.99999        # per-image cosine, OpenVINO vs Keras

@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from lib.metrics import (average_precisions, evaluate, interpolated_precision,
-                         precision_at, rank_relevance, recall_at)
-from lib.similarity import top_k
+from lib.evaluation.metrics import (
+    average_precisions, evaluate, interpolated_precision, precision_at, rank_relevance,
+    recall_at)
+from lib.retrieval.similarity import top_k
 
 T, F = True, False
 

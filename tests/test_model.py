@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from lib.artifacts import ArtifactError
-from lib.features import preprocess
+from lib.errors import ArtifactError
+from lib.embedding.preprocessing import preprocess
 from lib.config import EtlConfig
-from lib.images import load_image
-from lib.search import ImageSearchEngine
-from lib.resnet import ResNet50Helper
-from lib.vectorizer import Vectorizer
+from lib.photos.images import load_image
+from lib.retrieval.engine import ImageSearchEngine
+from lib.embedding.resnet import ResNet50Helper
+from lib.embedding.vectorizer import Vectorizer
 from tests.helpers import DATASET, pick_per_class
 
 

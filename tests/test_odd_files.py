@@ -14,7 +14,7 @@ import pytest
 
 from lib.config import Config, EtlConfig
 from lib.errors import printable
-from lib.pipeline import run_etl
+from lib.photos.etl import run_etl
 from stages.serve import format_results
 from tests.helpers import DATASET, REPO_ROOT, pick_per_class, run, tool_env
 
@@ -25,7 +25,7 @@ ETL = EtlConfig(image_size=16, workers=2, chunk_size=4)
 
 def etl(master: Path, out: Path) -> dict:
     """Runs the ETL in a child process with a timeout (a FIFO must not hang it)."""
-    code = ("import sys\nfrom lib.config import EtlConfig\nfrom lib.pipeline import run_etl\n"
+    code = ("import sys\nfrom lib.config import EtlConfig\nfrom lib.photos.etl import run_etl\n"
             "run_etl(sys.argv[1], sys.argv[2] + '/rgb.npy', sys.argv[2] + '/names.npy', "
             "sys.argv[2] + '/report.json', EtlConfig(image_size=16, workers=2))")
     subprocess.run([sys.executable, "-c", code, str(master), str(out)], cwd=REPO_ROOT,

@@ -1,4 +1,4 @@
-"""``lib.pinning`` on a tiny real DVC + git pipeline (no TensorFlow, a second per repro).
+"""``lib.pinning.verify`` on a tiny real DVC + git pipeline (no TensorFlow, a second per repro).
 
 The stage writes the four served artifacts (names, vectors, a model folder, landing
 images) from ``source.txt`` and a ``etl`` param, so every check runs against real
@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from lib.config import Config
-from lib.pinning import PinningError, pin_revision, unverified, verify_workspace
+from lib.errors import PinningError
+from lib.pinning.verify import pin_revision, unverified, verify_workspace
 from tests.helpers import run, set_params
 from tests.tiny_project import publish_v1
 

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import yaml
 
-from lib.artifacts import ArtifactError, save_npy
-from lib.config import EtlConfig
-from lib.pipeline import run_etl
-from lib.search import ImageSearchEngine
+from lib.artifacts import save_npy
+from lib.errors import ArtifactError
+from lib.config import Config, EtlConfig
+from lib.photos.etl import run_etl
+from lib.retrieval.engine import ImageSearchEngine
 from tests.badfiles import bad_files, photo_bgr
 from tests.helpers import REPO_ROOT, make_project, pick_per_class, repro, run, set_params, \
     tool_env
@@ -200,22 +201,21 @@ def test_tampered_artifacts_are_refused(tmp_path, case):
     paths = good_artifacts(tmp_path)
     save_npy(paths[key], array)
     with pytest.raises(ArtifactError, match=message):
-        ImageSearchEngine.load(paths["vectors"], paths["names"], tmp_path / "no-model",
-                               EtlConfig(), images_path=paths["images"])
+        ImageSearchEngine.load(Config(), {**paths, "model": tmp_path / "no-model"})
 
 
 def test_pickles_and_truncated_files_are_refused(tmp_path):
     paths = good_artifacts(tmp_path)
     np.save(paths["names"], np.array(["a", None, 3, "d", "e"], dtype=object), allow_pickle=True)
     with pytest.raises(ArtifactError, match="not a valid .npy"):
-        ImageSearchEngine.load(paths["vectors"], paths["names"], tmp_path / "no-model",
-                               EtlConfig())
+        ImageSearchEngine.load(Config(), {**paths, "model": tmp_path / "no-model"},
+                               with_images=False)
     paths = good_artifacts(tmp_path)
     data = paths["vectors"].read_bytes()
     paths["vectors"].write_bytes(data[:len(data) // 2])
     with pytest.raises(ArtifactError, match="not a valid .npy"):
-        ImageSearchEngine.load(paths["vectors"], paths["names"], tmp_path / "no-model",
-                               EtlConfig())
+        ImageSearchEngine.load(Config(), {**paths, "model": tmp_path / "no-model"},
+                               with_images=False)
 
 
 @pytest.mark.slow

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.artifacts import ArtifactError
+from lib.errors import ArtifactError, ConfigError, PinningError
 from lib.config import load_config
-from lib.errors import ConfigError
-from lib.pinning import PinningError, pin, verify_workspace
-from lib.precision import INT8_MODEL, RECORD, calibration_rows, read_inference_model
-from lib.runtime import BF16_MISSING, choose_runtime, cpu_has_bf16
-from lib.search import ImageSearchEngine
-from lib.similarity import get_cosine_similarity
+from lib.pinning.verify import pin, verify_workspace
+from lib.embedding.inference_model import calibration_rows, INT8_MODEL, read_inference_model, RECORD
+from lib.embedding.runtime import BF16_MISSING, choose_runtime, cpu_has_bf16
+from lib.retrieval.engine import ImageSearchEngine
+from lib.retrieval.similarity import get_cosine_similarity
 from tests.helpers import REPO_ROOT, repro, run, set_params, tool_env
 from tests.query_project import COLLECTION, N_IMAGES, name_of
 
@@ -74,7 +73,7 @@ def test_bf16_and_int8_run_on_openvino_only():
 WITHOUT_OPENVINO = """
 import sys
 sys.modules["openvino"] = None          # as if OpenVINO were not installed
-from lib.runtime import choose_runtime
+from lib.embedding.runtime import choose_runtime
 for precision in ("int8", "bf16"):
     try:
         choose_runtime("auto", precision)
@@ -162,7 +161,7 @@ def test_int8_vectors_are_close_to_fp32_and_recorded(int8_project, query_project
 def test_queries_are_embedded_in_the_collections_precision(int8_project, query_project):
     with verify_workspace(int8_project, load_config(int8_project / "params.yaml")) as pinned:
         assert pinned.paths["inference_model"].name == Path(INFERENCE).name
-        engine = ImageSearchEngine.from_config(pinned.config, pinned.paths, with_images=False)
+        engine = ImageSearchEngine.load(pinned.config, pinned.paths, with_images=False)
     # The pinned snapshot is gone now: the int8 model was read while loading.
     assert engine.vectorizer.precision == "int8" and engine.vectorizer.runtime == "openvino"
     row = [str(name) for name in engine.names].index(name_of(COLLECTION[2]))
@@ -186,7 +185,7 @@ def test_changing_the_precision_without_repro_is_refused(int8_project):
         unchecked = pin(int8_project, config, verify=False)          # --no-verify
         with pytest.raises(ArtifactError, match="embedded in int8 but modelling.precision "
                                                 "is fp32"):
-            ImageSearchEngine.from_config(config, unchecked.paths, with_images=False)
+            ImageSearchEngine.load(config, unchecked.paths, with_images=False)
     finally:
         params.write_text(saved, encoding="utf-8")
 
@@ -223,5 +222,5 @@ def test_bf16_through_dvc_repro(query_project, tmp_path):
     print(f"\nbf16 vs fp32 cosine: min {cosines.min():.5f} mean {cosines.mean():.5f}")
     assert cosines.min() > BF16_FLOOR
     pinned = verify_workspace(project, load_config(project / "params.yaml"))
-    engine = ImageSearchEngine.from_config(pinned.config, pinned.paths, with_images=False)
+    engine = ImageSearchEngine.load(pinned.config, pinned.paths, with_images=False)
     assert engine.vectorizer.precision == "bf16"

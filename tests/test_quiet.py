@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from lib.config import EtlConfig
-from lib.images import list_images, load_image
+from lib.photos.images import list_images, load_image
 from tests.helpers import REPO_ROOT, tool_env
 
 # The project's log lines (``LEVEL logger: message``); anything else is library noise.

@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.images import list_images, read_image
+from lib.photos.images import list_images, read_image
 from lib.config import EtlConfig
-from lib.render import caption_lines, query_caption, render_results
+from lib.photos.pictures import caption_lines, query_caption, render_results
 from tests.helpers import REPO_ROOT
 
 TILE = 224

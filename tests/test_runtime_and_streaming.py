@@ -12,13 +12,14 @@ import pytest
 from PIL import Image
 
 from lib.artifacts import NpyRowReader, open_npy_writer
-from lib.features import preprocess, run_feature_engineering
-from lib.config import ConfigError, EtlConfig
-from lib.decoding import decode_image, imread_flag
-from lib.images import load_image
-from lib.similarity import get_cosine_similarity
-from lib.runtime import choose_runtime, openvino_cache_dir
-from lib.vectorizer import Vectorizer, run_embedding
+from lib.embedding.preprocessing import preprocess, run_feature_engineering
+from lib.config import EtlConfig
+from lib.errors import ConfigError
+from lib.photos.decoding import decode_image, imread_flag
+from lib.photos.images import load_image
+from lib.retrieval.similarity import get_cosine_similarity
+from lib.embedding.runtime import choose_runtime, openvino_cache_dir
+from lib.embedding.vectorizer import run_embedding, Vectorizer
 from tests.helpers import DATASET, REPO_ROOT, pick_per_class, tool_env
 
 PHOTOS = [DATASET / path for path, _ in pick_per_class("validation", 1)]   # 10 classes
@@ -90,7 +91,7 @@ def test_openvino_conversion_is_cached_by_model_hash(openvino_vectorizer, saved_
     assert cosines(cached, keras_vectors[:2]).min() >= PARITY
     # a damaged cache entry is noticed, converted again and replaced
     (folders[0] / "model.xml").write_text("not a model")
-    with caplog.at_level(logging.WARNING, logger="lib.runtime"):
+    with caplog.at_level(logging.WARNING, logger="lib.embedding.runtime"):
         again = Vectorizer.load(saved_model, runtime="openvino").transform(features[:2])
     assert "converting again" in caplog.text
     assert cosines(again, keras_vectors[:2]).min() >= PARITY
@@ -101,8 +102,8 @@ FALLBACK = """
 import sys
 sys.modules["openvino"] = None          # as if OpenVINO were not installed
 import numpy as np
-from lib.runtime import choose_runtime
-from lib.vectorizer import Vectorizer
+from lib.embedding.runtime import choose_runtime
+from lib.embedding.vectorizer import Vectorizer
 assert choose_runtime("auto") == "tensorflow"
 try:
     choose_runtime("openvino")

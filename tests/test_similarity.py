@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from lib.similarity import get_cosine_similarity, l2_normalize, top_k
+from lib.retrieval.similarity import get_cosine_similarity, l2_normalize, top_k
 
 
 def naive_cosine(a, b):

@@ -190,10 +190,10 @@ def test_serving_refuses_artifacts_that_are_not_the_pinned_versions(origin, caps
         _refusal(project, capsys)
     run(["git", "checkout", "params.yaml"], project)
 
-    with open(project / "lib/images.py", "a", encoding="utf-8") as handle:   # stale: code
+    with open(project / "lib/photos/images.py", "a", encoding="utf-8") as handle:   # stale: code
         handle.write("\n")
-    assert "lib/images.py modified since stage 'etl' ran" in _refusal(project, capsys)
-    run(["git", "checkout", "lib/images.py"], project)
+    assert "lib/photos/images.py modified since stage 'etl' ran" in _refusal(project, capsys)
+    run(["git", "checkout", "lib/photos/images.py"], project)
 
     # Stale photos: added to data/master, neither `dvc add` nor `dvc repro` run.
     copy_photos(NEW_PHOTOS[:2], project / "data/master")

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lib.weights import FILE_NAME, ORIGIN, keras_cache_file, resolve_weights
+from lib.embedding.weights import FILE_NAME, keras_cache_file, ORIGIN, resolve_weights
 from tests.helpers import (RAN, REPO_ROOT, WEIGHTS, make_project, pick_per_class,
                            require_shared, run, set_params, tool_env)
 
@@ -67,7 +67,7 @@ def test_unreachable_imagenet_download_is_one_line_without_tensorflow_noise(tmp_
     proc = weights_stage(tmp_path, "imagenet", KERAS_HOME=str(empty), **OFFLINE)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[:-1] == [f"INFO lib.weights: downloading the ImageNet ResNet50 weights into "
+    assert lines[:-1] == [f"INFO lib.embedding.weights: downloading the ImageNet ResNet50 weights into "
                           f"{empty / 'models' / FILE_NAME}"], proc.stderr     # nothing else
     assert lines[-1].startswith("weights.py: error: modelling.weights: the ImageNet weights "
                                 f"could not be downloaded from {ORIGIN} (")

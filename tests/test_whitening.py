@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from lib.artifacts import ArtifactError
+from lib.errors import ArtifactError
 from lib.config import EtlConfig
-from lib.search import ImageSearchEngine
-from lib.similarity import l2_normalize
-from lib.vectorizer import Vectorizer
-from lib.whitening import fit_whitening, load_whitening, save_whitening
+from lib.retrieval.engine import ImageSearchEngine
+from lib.retrieval.similarity import l2_normalize
+from lib.embedding.vectorizer import Vectorizer
+from lib.retrieval.whitening import fit_whitening, load_whitening, save_whitening
 
 ROWS, WIDTH = 60, 16
 

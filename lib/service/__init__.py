@@ -3,10 +3,16 @@
 - :mod:`lib.service.engines`: loads the pinned engine, and swaps in a new version
   (loaded and verified beside the one answering) on request or when ``dvc.lock``
   changes.
-- :mod:`lib.service.embedder`: embeds queries from concurrent requests in batches,
+- :mod:`lib.service.batching`: embeds queries from concurrent requests in batches,
   on one worker thread, off the event loop.
 - :mod:`lib.service.limits`: request-size limit and one-line JSON errors.
 - :mod:`lib.service.app`: the FastAPI application (routes, the web page in
   ``static/``).
 - :mod:`lib.service.server`: binds the socket and runs uvicorn.
 """
+
+
+def serve_http(*args, **kwargs):
+    """Runs the service (:func:`lib.service.server.serve_http`); FastAPI loads here."""
+    from lib.service.server import serve_http as run  # pylint: disable=import-outside-toplevel
+    return run(*args, **kwargs)

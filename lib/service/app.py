@@ -26,10 +26,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from lib.config import Config
-from lib.errors import UserError, one_line
-from lib.features import preprocess
+from lib.errors import one_line, UserError
 from lib.service import limits
-from lib.service.embedder import BatchingEmbedder
+from lib.service.batching import BatchingEmbedder
 from lib.service.engines import EngineHolder, Served
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -54,9 +53,7 @@ class SearchResult(BaseModel):
 
 def _prepare(served: Served, data: bytes) -> np.ndarray:
     """Decodes an upload as the ETL decodes the collection: (S, S, 3) ``float32``."""
-    engine = served.engine
-    rgb = engine.prepare(engine.read_query(data, source="upload"))      # (S, S, 3) uint8
-    return preprocess(rgb[np.newaxis])[0]                              # (S, S, 3)
+    return served.engine.model_input(data, source="upload")             # (S, S, 3)
 
 
 def _answer(served: Served, vector: np.ndarray, n: int, query: str) -> SearchResult:
@@ -71,7 +68,7 @@ def _answer(served: Served, vector: np.ndarray, n: int, query: str) -> SearchRes
 
 def _row(served: Served, name: str) -> int:
     """The row of a collection image; 404 when the loaded version has no such name."""
-    row = served.row(name)
+    row = served.engine.row(name)
     if row is None:
         raise HTTPException(404, f"no image named {name!r} in the collection")
     return row
@@ -79,7 +76,7 @@ def _row(served: Served, name: str) -> int:
 
 def _thumbnail_jpeg(served: Served, row: int) -> bytes:
     """The landing image of a row, JPEG-encoded."""
-    rgb = np.asarray(served.engine.images[row])                          # (S, S, 3) RGB
+    rgb = served.engine.image(row)                                       # (S, S, 3) RGB
     ok, data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
     if not ok:
         raise ValueError(f"cannot encode the thumbnail of row {row}")
@@ -138,7 +135,7 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         """The collection images most similar to one of its own (more like this)."""
         served = holder.current
         row = _row(served, name)
-        vector = np.asarray(served.engine.vectors[row], dtype=np.float32)   # (D,)
+        vector = served.engine.vector(row)                                  # (D,)
         return await run_in_threadpool(_answer, served, vector, n, name)
 
     @app.get("/images/{name:path}", response_class=Response,

@@ -1,7 +1,7 @@
 """The engine that answers, and the swap to a new version without a failed request.
 
 :class:`EngineHolder` loads the engine through the same pinning as the command line
-(``lib.pinning.pin``: verified against ``dvc.lock``, or a ``--rev``, or unverified).
+(``lib.pinning.verify.pin``: verified against ``dvc.lock``, or a ``--rev``, or unverified).
 A reload pins and loads the new version *beside* the one answering, runs one query
 through it, and only then swaps it in; requests already running finish on the engine
 they started with. A version that fails verification or loading is refused: the
@@ -15,17 +15,16 @@ bring another). ``params.yaml`` is read again on every reload.
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from lib.config import Config, load_config
-from lib.errors import UserError, one_line
-from lib.features import preprocess
-from lib.pinning import PinnedArtifacts, ServingVersion, pin
-from lib.search import ImageSearchEngine
+from lib.errors import one_line, UserError
+from lib.pinning import pin, PinnedArtifacts, ServingVersion
+from lib.retrieval import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +39,13 @@ class Served:
         engine: The search engine (with its landing images, for thumbnails).
         version: Which artifact versions it serves.
         config: The configuration the artifacts were built with.
-        rows: Row of each image name.
         loaded_at: When it was loaded (Unix time).
     """
 
     engine: ImageSearchEngine
     version: ServingVersion
     config: Config
-    rows: Dict[str, int] = field(repr=False)
     loaded_at: float
-
-    def row(self, name: str) -> Optional[int]:
-        """The row of a collection image, or None when no image has that name."""
-        return self.rows.get(name)
 
 
 class EngineHolder:
@@ -102,16 +95,15 @@ class EngineHolder:
     def _load(pinned: PinnedArtifacts) -> Served:
         """Loads a pinned version and runs one query through its model."""
         started = time.perf_counter()
-        engine = ImageSearchEngine.from_config(pinned.config, pinned.paths)
+        engine = ImageSearchEngine.load(pinned.config, pinned.paths)
         # The first query converts and compiles the model: pay that before answering.
         side = pinned.config.etl.image_size
-        blank = np.zeros((1, side, side, 3), np.uint8)                  # (1, S, S, 3)
-        engine.vectorizer.transform(preprocess(blank))
+        blank = np.zeros((side, side, 3), np.uint8)                     # (S, S, 3) BGR
+        engine.vectorizer.transform(engine.model_input(blank)[np.newaxis])
         logger.info("loaded %d images in %.1f s: %s", len(engine),
                     time.perf_counter() - started, pinned.version.describe())
-        rows = {str(name): row for row, name in enumerate(engine.names)}
         return Served(engine=engine, version=pinned.version, config=pinned.config,
-                      rows=rows, loaded_at=time.time())
+                      loaded_at=time.time())
 
     def reload(self) -> Tuple[str, Served]:
         """Loads the version the workspace (or ``rev``) now records and swaps it in.

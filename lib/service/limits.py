@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lib.errors import UserError, one_line
+from lib.errors import one_line, UserError
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import uvicorn
 from lib.config import load_config
 from lib.errors import InputError
 from lib.service.app import create_app
-from lib.service.embedder import BatchingEmbedder
+from lib.service.batching import BatchingEmbedder
 from lib.service.engines import EngineHolder
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,12 @@
+"""Evaluation: search quality on a labelled query set.
+
+- :mod:`lib.evaluation.metrics`: mAP, precision@k, recall@k and the PR curve.
+- :mod:`lib.evaluation.query_set`: the labelled query set, run through the engine.
+- :mod:`lib.evaluation.plots`: the precision-recall picture.
+"""
+from lib.evaluation.plots import render_pr_curve
+from lib.evaluation.query_set import (
+    evaluate_engine, not_applicable, not_applicable_metrics, read_query_set, write_results)
+
+__all__ = ["evaluate_engine", "not_applicable", "not_applicable_metrics", "read_query_set",
+           "render_pr_curve", "write_results"]

@@ -1,0 +1,176 @@
+"""Incremental stages: their previous outputs, read from DVC's cache, and their plan.
+
+``dvc repro`` removes a stage's outputs from the workspace before running the stage,
+but ``dvc.lock`` still records their hashes from the last run, and DVC's cache holds
+their contents (also on another machine after ``git clone`` + ``dvc pull``). An
+incremental stage reads its previous outputs there, read-only: nothing is copied or
+unprotected, and every file read belongs to one recorded run. When ``dvc.lock`` or
+the cache lacks them (a first build, a ``dvc gc``), the stage builds in full.
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+from lib.errors import ArtifactError, PathLike
+from lib.incremental.rows import plan_rows, recipe, RowIndex, RowPlan
+
+logger = logging.getLogger(__name__)
+
+
+def _recorded(root: Path, output: Path) -> Optional[Dict[str, Any]]:
+    """The ``dvc.lock`` entry of an output (``path``, ``md5``, ...), if recorded."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    try:
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        relative = output.resolve().relative_to(root.resolve()).as_posix()
+    except (yaml.YAMLError, OSError, ValueError, AttributeError) as err:
+        logger.info("no previous outputs: %s", err)
+        return None
+    for stage in stages.values() if isinstance(stages, dict) else ():
+        for entry in (stage or {}).get("outs", None) or ():
+            if isinstance(entry, dict) and entry.get("path") == relative and \
+                    entry.get("hash") == "md5" and entry.get("md5"):
+                return entry
+    return None
+
+
+def _object_path(root: Path, md5: str) -> Optional[Path]:
+    """Where DVC's local cache keeps an object, if it is there."""
+    from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
+    from dvc.exceptions import DvcException  # pylint: disable=import-outside-toplevel
+    try:
+        with Repo(str(root)) as repo:
+            path = Path(repo.cache.local.oid_to_path(md5))
+    except DvcException as err:
+        logger.info("no previous outputs: %s", err)
+        return None
+    return path if path.is_file() else None
+
+
+def _checked(cached: Optional[Path], entry: Dict[str, Any]) -> Optional[Path]:
+    """The cached file, unless its size differs from what ``dvc.lock`` records.
+
+    The cache is trusted as DVC trusts it (its files are read-only); a changed size
+    means someone wrote into it, and nothing is reused from it then.
+    """
+    if cached is not None and entry.get("size") not in (None, cached.stat().st_size):
+        logger.warning("DVC's cached %s is damaged (its size differs from dvc.lock): not "
+                       "reusing it", entry.get("path"))
+        return None
+    return cached
+
+
+def previous_output(root: PathLike, output: PathLike, member: Optional[str] = None
+                    ) -> Optional[Path]:
+    """The cached file of an output as ``dvc.lock`` records it, or None.
+
+    Args:
+        root: The project root (where ``dvc.lock`` is).
+        output: The output's path (absolute, or relative to the working directory).
+        member: For a directory output, the file inside it wanted.
+
+    Returns:
+        The read-only file in DVC's cache, or None if not recorded or not cached.
+    """
+    root = Path(root)
+    entry = _recorded(root, Path(output))
+    if entry is None:
+        return None
+    md5 = str(entry["md5"])
+    if member is None:
+        return None if md5.endswith(".dir") else _checked(_object_path(root, md5), entry)
+    listing = _object_path(root, md5) if md5.endswith(".dir") else None
+    if listing is None:
+        return None
+    try:
+        files = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        logger.info("no previous %s: %s", output, err)
+        return None
+    for item in files if isinstance(files, list) else ():
+        if isinstance(item, dict) and item.get("relpath") == member and item.get("md5"):
+            return _object_path(root, str(item["md5"]))
+    return None
+
+
+def previous_rows(root: PathLike, array: PathLike, index: PathLike
+                  ) -> Tuple[Optional[RowIndex], Optional[Path]]:
+    """The row index and array a stage wrote last time, from DVC's cache.
+
+    Returns:
+        ``(index, array)``; both None unless both are recorded, cached and readable.
+    """
+    cached_index, cached_array = previous_output(root, index), previous_output(root, array)
+    if cached_index is None or cached_array is None:
+        logger.info("no previous %s in DVC's cache: building it in full", array)
+        return None, None
+    try:
+        return RowIndex.load(cached_index), cached_array
+    except ArtifactError as err:
+        logger.warning("building %s in full: %s", array, err)
+        return None, None
+
+
+def plan_stage(root: PathLike, upstream_index: PathLike, array_out: PathLike,
+               index_out: PathLike, script: PathLike, settings: Mapping[str, Any],
+               **extra: Any) -> Tuple[RowIndex, RowPlan]:
+    """The row index and plan of a stage that transforms its upstream's rows one by one.
+
+    Args:
+        root: The project root.
+        upstream_index: The upstream stage's row index (its keys are this stage's).
+        array_out: The stage's output array.
+        index_out: The stage's output row index.
+        script: The stage script (hashed with its ``lib`` imports).
+        settings: The stage's row settings (:func:`lib.incremental.rows.row_settings`).
+        **extra: Anything else the rows depend on (see :func:`lib.incremental.rows.recipe`).
+
+    Returns:
+        The new row index (to save once the array is written) and the plan.
+
+    Raises:
+        ArtifactError: The upstream row index is missing or malformed.
+    """
+    upstream = RowIndex.load(upstream_index)
+    index = RowIndex.of(upstream.keys, recipe(script, settings, upstream.fingerprint, **extra))
+    plan = plan_rows(upstream.keys, index, *previous_rows(root, array_out, index_out))
+    logger.info("%s", plan.describe(Path(array_out).name))
+    return index, plan
+
+
+def add_row_index_args(parser: argparse.ArgumentParser) -> None:
+    """``--upstream-rows`` and ``--rows``: the row indexes an incremental stage reads and writes."""
+    parser.add_argument("--upstream-rows", type=Path, default=None,
+                        help="row index (.npz) of the input array, written by the stage before")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="output row index (.npz): with --upstream-rows, only rows not "
+                             "in the previous output are computed")
+
+
+def restore_file(root: PathLike, cached: Path, target: Path) -> None:
+    """Puts a cached file at ``target`` (a new path) as DVC would check it out.
+
+    When the project links outputs to the cache (``cache.type`` with ``hardlink`` or
+    ``symlink``), ``target`` becomes a hard link to the read-only cached file, as DVC
+    makes it; DVC does not relink an output whose content it has already cached, so a
+    copy would stay a second copy on disk. Otherwise, or where linking fails, it is
+    copied. Nothing writes into the file either way.
+    """
+    from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
+    with Repo(str(root)) as repo:
+        types = list(repo.cache.local.cache_types or ())
+    if {"hardlink", "symlink"} & set(types):
+        try:
+            os.link(cached, target)
+            return
+        except OSError as err:
+            logger.info("copying %s: cannot link it (%s)", cached, err)
+    shutil.copyfile(cached, target)

@@ -1,0 +1,159 @@
+"""Serving any git revision: its artifacts fetched through DVC, verified, no checkout.
+
+The artifacts recorded in that revision's ``dvc.lock`` come through
+``dvc.api.DVCFileSystem`` (the DVC cache, else the default remote) into a
+content-addressed folder, are checked against their recorded hashes, and are reused
+on later calls.
+"""
+import contextlib
+import logging
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from lib.config import Config, parse_yaml
+from lib.pinning.workspace import (
+    check_consistent_build, relpath, served_outputs, served_version, short_hash, upstream_stages)
+from lib.errors import ConfigError, one_line, PathLike, PinningError
+from lib.pinning.snapshot import content_hash
+from lib.pinning.served import PinnedArtifacts
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
+logger = logging.getLogger(__name__)
+
+# Where fetched revisions are kept, relative to the repository root (git-ignored).
+REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
+
+
+def pin_revision(root: PathLike, rev: str, verify: bool = True,
+                 cache_dir: Optional[PathLike] = None, full: bool = False) -> PinnedArtifacts:
+    """Fetches the served artifacts recorded at a git revision, without a checkout.
+
+    Artifacts come through ``DVCFileSystem`` (the DVC cache, else the default remote)
+    into ``cache_dir/<md5>/`` and are reused on later calls.
+
+    Args:
+        root: The repository root.
+        rev: A git tag, branch or commit.
+        verify: Re-hash artifacts already fetched (fresh fetches are always hashed).
+        cache_dir: Where fetched artifacts are kept; default ``.dvc/tmp/serve-revs``.
+        full: Hash every byte, not trusting DVC's stat cache for fetched copies.
+
+    Returns:
+        Local paths of the artifacts, the configuration of that revision, and its
+        version.
+
+    Raises:
+        PinningError: Unknown revision, nothing recorded there, or an artifact that
+            cannot be fetched or does not match its recorded hash.
+    """
+    # pylint: disable=import-outside-toplevel
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+    from scmrepo.exceptions import SCMError
+
+    root = Path(root).resolve()
+    cache = Path(cache_dir) if cache_dir is not None else root / REV_CACHE
+    _check_commit(root, rev)
+    try:
+        dvcfs = DVCFileSystem(str(root), rev=rev)
+        repo = dvcfs.repo
+    except (DvcException, SCMError) as err:
+        raise PinningError(f"cannot open revision {rev!r} of {root}: {one_line(err)}") from err
+    try:
+        try:
+            text = dvcfs.read_text("params.yaml")
+        except FileNotFoundError as err:
+            raise PinningError(f"revision {rev!r} has no params.yaml") from err
+        source = f"params.yaml at revision {rev!r}"
+        try:
+            # A revision built before a section existed gets that section's defaults.
+            config = Config.from_dict(parse_yaml(text, source), source, missing_sections=True)
+        except ConfigError as err:
+            raise PinningError(str(err)) from err
+        outs = served_outputs(repo, config.paths, where=f"dvc.lock at revision {rev!r}")
+        check_consistent_build(repo, upstream_stages(repo, outs), where=f"revision {rev!r}")
+        paths = {key: _fetch(dvcfs, repo, out, cache, verify, rev, full)
+                 for key, out in outs.items()}
+        version = served_version(repo, outs, rev)
+    finally:
+        dvcfs.close()
+    return PinnedArtifacts(paths=paths, config=config, version=version)
+
+
+def _check_commit(root: Path, rev: str) -> None:
+    """``rev`` must name a commit (a tag, branch or commit id), not a tree or a file."""
+    if not rev.strip():
+        raise PinningError("--rev is empty: give a git tag, branch or commit")
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--end-of-options",
+                               f"{rev}^{{commit}}"], cwd=root, capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise PinningError(f"cannot run git to resolve revision {rev!r}: {one_line(err)}") from err
+    if proc.returncode != 0:
+        raise PinningError(f"unknown Git revision {rev!r}: it does not name a commit of "
+                           f"{root} (give a tag, branch or commit id, e.g. HEAD or v1)")
+
+
+def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str,  # pylint: disable=too-many-arguments
+           full: bool = False) -> Path:
+    """One output at a revision, fetched once into ``cache/<md5>/<name>`` and verified."""
+    # pylint: disable=import-outside-toplevel
+    from dvc.exceptions import DvcException
+    from dvc_data.index import DataIndexError
+    name = relpath(repo, out)
+    expected = out.hash_info
+    target = cache / str(expected.value).removesuffix(".dir") / Path(name).name
+    if target.exists():
+        if verify:
+            _check_hash(repo, target, expected, f"{target} (cached copy of {name} at "
+                        f"{rev!r})", "delete it to fetch it again", full)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _scratch(target.parent) as scratch:
+        local = scratch / target.name
+        try:
+            dvcfs.get(name, str(local), recursive=expected.isdir)
+        except (OSError, ValueError, DvcException, DataIndexError) as err:
+            raise PinningError(f"cannot fetch {name} at revision {rev!r} from the DVC "
+                               f"cache or remote: {one_line(err)}: run `dvc push` where it "
+                               "was built, or check the remote (`dvc remote list`)") from err
+        _check_hash(repo, local, expected, f"{name} fetched at {rev!r}",
+                    "the cache or remote holds a corrupted copy")
+        local.rename(target)
+    logger.info("fetched %s at %s into %s", name, rev, target)
+    return target
+
+
+def _check_hash(repo: "Repo", path: Path, expected, what: str, remedy: str,  # pylint: disable=too-many-arguments
+                full: bool = False) -> None:
+    """Hashes a local file or folder with DVC and compares it with ``expected``.
+
+    DVC's stat cache answers for files it has hashed before, unless ``full``.
+    """
+    # pylint: disable=import-outside-toplevel
+    from dvc_data.hashfile.build import build
+    from dvc.fs import LocalFileSystem
+    if full:
+        value = content_hash(repo, path, expected.name)
+    else:
+        value = build(repo.cache.local, str(path), LocalFileSystem(), expected.name,
+                      dry_run=True)[2].hash_info.value
+    if value != expected.value:
+        raise PinningError(f"{what} has md5 {short_hash(value)}, dvc.lock records "
+                           f"{short_hash(expected.value)}: {remedy}")
+
+
+@contextlib.contextmanager
+def _scratch(parent: Path) -> Iterator[Path]:
+    """A temporary folder inside ``parent`` (same file system, so renames are atomic)."""
+    path = Path(tempfile.mkdtemp(prefix=".fetch-", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,272 @@
+"""The search engine: embeds a query the way the pipeline embedded the collection.
+
+One photo's way: :meth:`ImageSearchEngine.read_query` decodes it (``lib.photos``),
+:meth:`~ImageSearchEngine.prepare` applies the ETL transform, :func:`preprocess` the
+FE step, the saved model embeds it (``lib.embedding``), and the index ranks it
+(:mod:`lib.retrieval.index`, with :mod:`lib.retrieval.expansion`).
+"""
+import logging
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from lib.artifacts import load_npy
+from lib.config import Config, EtlConfig, IndexConfig
+from lib.embedding import preprocess, Vectorizer
+from lib.errors import ArtifactError, PathLike
+from lib.photos import decode_with, etl_transform, read_image
+from lib.retrieval.expansion import expand
+from lib.retrieval.index import ApproximateIndex, ExactIndex, SearchIndex, VectorIndex
+from lib.retrieval.index_store import load_index
+from lib.retrieval.whitening import load_whitening, Whitening
+
+logger = logging.getLogger(__name__)
+
+Query = Union[str, Path, np.ndarray]
+
+
+class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
+    """Ranks a collection of embedded images by cosine similarity to a query image.
+
+    Args:
+        vectors: (N, D) ``float32`` embeddings of the collection (a memmap is fine).
+        names: (N,) image names, row-aligned with ``vectors``.
+        vectorizer: The saved model the collection was embedded with; None for an
+            engine that ranks embeddings only (:meth:`search_vector`, :meth:`scores`).
+        etl_config: The ETL settings the collection was built with.
+        images: Optional (N, S, S, 3) ``uint8`` RGB thumbnails (the ETL output), for
+            showing results.
+        whitening: Optional PCA whitening fitted on ``vectors`` (the whitening stage's
+            artifact), applied to the collection here and to every query.
+        query_expansion: ``k`` of average query expansion (:mod:`lib.retrieval.expansion`);
+            0 is off.
+        index: Optional vector index (the index stage's artifact): an approximate one
+            answers :meth:`search_vector`; None or an ``exact`` one keeps the linear scan.
+        index_config: The index's search-time settings (``rerank``, ``ef_search``,
+            ``nprobe``).
+    """
+
+    def __init__(self, vectors: np.ndarray, names: np.ndarray,  # pylint: disable=too-many-arguments
+                 vectorizer: Optional[Vectorizer], etl_config: EtlConfig,
+                 images: Optional[np.ndarray] = None, whitening: Optional[Whitening] = None,
+                 query_expansion: int = 0, *, index: Optional[VectorIndex] = None,
+                 index_config: Optional[IndexConfig] = None):
+        check_index(vectors, names, images)
+        if vectorizer is not None and vectorizer.dim != vectors.shape[1]:
+            raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
+                                f"holds {vectors.shape[1]}-d vectors")
+        if (isinstance(query_expansion, bool) or not isinstance(query_expansion, int)
+                or query_expansion < 0):
+            raise ValueError(f"query_expansion must be an integer >= 0, got "
+                             f"{query_expansion!r}")
+        self.vectors = vectors
+        self.names = names
+        self.vectorizer = vectorizer
+        self.etl_config = etl_config
+        self.images = images
+        self.whitening = whitening
+        self.query_expansion = query_expansion
+        self._rows: Optional[Dict[str, int]] = None
+        self._exact: Optional[ExactIndex] = None
+        self.index: SearchIndex = (
+            ApproximateIndex(index, vectors, whitening, index_config or IndexConfig())
+            if index is not None and index.approximate else self.exact_index())
+
+    def exact_index(self) -> ExactIndex:
+        """The exact scan over the collection, made once (the default index)."""
+        if self._exact is None:
+            self._exact = ExactIndex(self.vectors, self.whitening)
+        return self._exact
+
+    @classmethod
+    def load(cls, config: Config, paths: Mapping[str, Path],
+             with_images: bool = True) -> "ImageSearchEngine":
+        """Loads the engine from the pipeline's artifacts (memory-mapped, no pickle).
+
+        Serving, warm mode, evaluation and the service all come here, so they honour
+        every setting alike: the model runs with ``modelling.runtime`` and the
+        precision ``modelling.precision`` (which the inference model must record), a
+        whitening artifact must have ``whitening.dim``, and the index is checked
+        against the vectors, the whitening and ``index``.
+
+        Args:
+            config: The configuration the artifacts were built with (for ``--rev``,
+                that revision's; see :mod:`lib.pinning`).
+            paths: Local path of each artifact, by ``paths`` key (the pinned ones).
+                Without a ``whitening`` path (a build older than the whitening stage)
+                whitening is off and must be off in ``config``; without an
+                ``inference_model`` path (a build older than precisions) the
+                precision is ``fp32`` and must be ``fp32`` in ``config``; without an
+                ``index`` path the exact scan answers.
+            with_images: Also map the landing images (for result pictures).
+        """
+        if "whitening" not in paths and config.whitening.dim:
+            raise ArtifactError("whitening.dim is set but there is no whitening artifact: "
+                                "run dvc repro")
+        if "index" not in paths and config.index.kind in ("hnsw", "ivfpq"):
+            raise ArtifactError(f"index.kind is {config.index.kind} but there is no index "
+                                "artifact: run dvc repro")
+        vectors = load_npy(paths["vectors"], dtype=np.float32, ndim=2, mmap=True)
+        names = load_npy(paths["names"], kind="U", ndim=1)
+        images = None
+        if with_images:
+            side = config.etl.image_size
+            images = load_npy(paths["images"], dtype=np.uint8, ndim=4, mmap=True,
+                              trailing_shape=(side, side, 3))
+        check_index(vectors, names, images)       # before the slow model load
+        whitening = None
+        if paths.get("whitening") is not None:
+            whitening = load_whitening(paths["whitening"], vectors.shape[1], vectors.shape[0],
+                                       expected_dim=config.whitening.dim)
+        index = None
+        if paths.get("index") is not None:
+            index = load_index(paths["index"], vectors, whitening, config.index)
+        modelling = config.modelling
+        vectorizer = Vectorizer.load(paths["model"], batch_size=modelling.batch_size,
+                                     expected_dim=vectors.shape[1], runtime=modelling.runtime,
+                                     precision=modelling.precision,
+                                     inference_model=paths.get("inference_model"))
+        return cls(vectors, names, vectorizer, config.etl, images, whitening=whitening,
+                   query_expansion=config.serve.query_expansion, index=index,
+                   index_config=config.index)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def row(self, name: str) -> Optional[int]:
+        """The row of a collection image, or None when no image has that name."""
+        if self._rows is None:
+            self._rows = {str(item): row for row, item in enumerate(self.names)}
+        return self._rows.get(name)
+
+    def image(self, row: int) -> np.ndarray:
+        """The ETL image (S, S, 3) RGB of a collection row."""
+        if self.images is None:
+            raise ValueError("this engine was loaded without the landing images")
+        return np.asarray(self.images[row])
+
+    def thumbnail(self, name: str) -> np.ndarray:
+        """The ETL image (S, S, 3) RGB of a collection image, by name."""
+        row = self.row(name)
+        if row is None:
+            raise KeyError(name)
+        return self.image(row)
+
+    def vector(self, row: int) -> np.ndarray:
+        """The embedding (D,) ``float32`` of a collection row (more like this)."""
+        return np.asarray(self.vectors[row], dtype=np.float32)
+
+    def read_query(self, query: Union[PathLike, bytes], source: str = "query") -> np.ndarray:
+        """Reads a query file (or its bytes) exactly as the ETL read the collection.
+
+        The decode settings (pixel limit, reduced JPEG decoding) are those of the
+        artifacts that answer, whatever the working tree's ``params.yaml`` says.
+
+        Returns:
+            (H, W, 3) ``uint8`` BGR.
+        """
+        if isinstance(query, bytes):
+            return decode_with(query, self.etl_config, source)
+        return read_image(query, self.etl_config)
+
+    def prepare(self, query: Query) -> np.ndarray:
+        """The ETL output for a query: a file path, or an OpenCV BGR array."""
+        if isinstance(query, (str, Path)):
+            query = self.read_query(query)
+        return etl_transform(query, self.etl_config)               # (S, S, 3) RGB
+
+    def model_input(self, query: Union[Query, bytes], source: str = "query") -> np.ndarray:
+        """The ETL and FE output for a query (a path, BGR array or file bytes).
+
+        Returns:
+            (S, S, 3) ``float32``, what the model embeds.
+        """
+        if isinstance(query, bytes):
+            query = self.read_query(query, source)
+        return preprocess(self.prepare(query)[np.newaxis])[0]     # (S, S, 3)
+
+    def embed(self, query: Query) -> np.ndarray:
+        """Embeds one query through the same ETL, FE and saved model: (D,) ``float32``."""
+        if self.vectorizer is None:
+            raise ValueError("this engine was loaded without a vectorizer model")
+        return self.vectorizer.transform(self.model_input(query)[np.newaxis])[0]   # (D,)
+
+    def _query_space(self, vector: np.ndarray) -> np.ndarray:
+        """An embedding (D,) in the search space: whitened when whitening is on, (D',)."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)  # (D,)
+        if vector.shape[0] != self.vectors.shape[1]:
+            raise ValueError(f"query vector has {vector.shape[0]} dimensions, the index "
+                             f"{self.vectors.shape[1]}")
+        if self.whitening is not None:
+            vector = self.whitening.apply(vector[np.newaxis])[0]   # (D',)
+        return vector
+
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        """Similarity of an embedding to every collection image: (N,) ``float32``.
+
+        The embedding is whitened like the collection (when whitening is on), expanded
+        (when query expansion is on), then ranked by cosine. Every row is scored: this
+        is the exact scan, whatever the index.
+        """
+        exact = self.exact_index()
+        return exact.scores(expand(exact, self._query_space(vector), self.query_expansion))
+
+    def search_vector(self, vector: np.ndarray, n: int) -> List[Tuple[float, int]]:
+        """The ``n`` rows most similar to an embedding, as (cosine, row), best first.
+
+        Through the index: the exact scan, or an approximate index whose candidates are
+        re-scored by exact cosine.
+        """
+        n = _check_n(n)
+        query = expand(self.index, self._query_space(vector), self.query_expansion)  # (D',)
+        values, rows = self.index.search(query[np.newaxis], n)                      # (1, n)
+        return [(float(value), int(row)) for value, row in zip(values[0], rows[0]) if row >= 0]
+
+    def most_similar(self, query: Query, n: int = 5) -> List[Tuple[float, str]]:
+        """The ``n`` collection images most similar to ``query``.
+
+        Args:
+            query: An image file path, or an OpenCV BGR ``uint8`` array.
+            n: How many results; more than the collection holds returns all of it.
+
+        Returns:
+            (cosine similarity, image name) pairs, best first.
+        """
+        n = _check_n(n)
+        return [(score, str(self.names[row]))
+                for score, row in self.search_vector(self.embed(query), n)]
+
+
+def check_index(vectors: np.ndarray, names: np.ndarray,
+                images: Optional[np.ndarray] = None) -> None:
+    """Checks that the index arrays have the designed form and are row-aligned.
+
+    Raises:
+        ArtifactError: Wrong shape or dtype, empty, duplicate names, or arrays whose
+            row counts differ (artifacts from different runs, or tampered with).
+    """
+    if vectors.ndim != 2 or vectors.dtype != np.float32:
+        raise ArtifactError(f"vectors must be (N, D) float32, got {vectors.shape} "
+                            f"{vectors.dtype}")
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise ArtifactError(f"image names must be (N,) text, got {names.shape} {names.dtype}")
+    if names.shape[0] != vectors.shape[0]:
+        raise ArtifactError(f"{names.shape[0]} image names for {vectors.shape[0]} vectors: "
+                            "names and vectors are out of step")
+    if images is not None and images.shape[0] != vectors.shape[0]:
+        raise ArtifactError(f"{images.shape[0]} images for {vectors.shape[0]} vectors: "
+                            "landing images and vectors are out of step")
+    if vectors.shape[0] == 0:
+        raise ArtifactError("the index is empty")
+    if np.unique(names).shape[0] != names.shape[0]:
+        raise ArtifactError("the image names are not unique")
+
+
+def _check_n(n) -> int:
+    """Validates a result count."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be a positive integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    return int(n)
