@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=wrong-import-position
 from lib.embedding import BF16_MISSING, cpu_has_bf16
 from lib.retrieval import get_cosine_similarity
-from tests.helpers import dataset_rows, make_project, run, set_params
+from tests.support.helpers import dataset_rows, make_project, run, set_params
 
 VECTORS = "data/model/embedded_image_vectors.npy"
 DEFAULT_OUT = ROOT / "bench" / "results" / "precision-quality.json"

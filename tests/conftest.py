@@ -6,8 +6,8 @@ import pytest
 from lib.embedding.resnet import ResNet50Helper
 from lib.embedding.runtime import CACHE_ENV
 from lib.embedding.vectorizer import Vectorizer
-from tests.helpers import WEIGHTS, require_shared
-from tests.service_helpers import ServiceProcess
+from tests.support.helpers import WEIGHTS, require_shared
+from tests.support.service_helpers import ServiceProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,14 +35,14 @@ def saved_model_fixture(tmp_path_factory):
 @pytest.fixture(scope="session", name="query_project")
 def query_project_fixture(tmp_path_factory):
     """The query test project, built once per test session with ``dvc repro``."""
-    from tests import query_project as builder  # pylint: disable=import-outside-toplevel
+    from tests.support import query_project as builder  # pylint: disable=import-outside-toplevel
     return builder.build(tmp_path_factory.mktemp("queries") / "project")
 
 
 @pytest.fixture(scope="session", name="query_engine")
 def query_engine_fixture(query_project):
     """Its search engine with the real saved model, loaded once per session."""
-    from tests import query_project as builder  # pylint: disable=import-outside-toplevel
+    from tests.support import query_project as builder  # pylint: disable=import-outside-toplevel
     return builder.load_engine(query_project)
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from lib.config import Config
 from lib.errors import one_line, UserError
-from lib.service import limits
+from lib.service.limits import error_response, install as install_limits
 from lib.service.batching import BatchingEmbedder
 from lib.service.engines import EngineHolder, Served
 
@@ -113,7 +113,7 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
                   description="The N collection images most similar to a photo, by cosine "
                               "similarity of ResNet50 embeddings, from the artifact versions "
                               "pinned in dvc.lock.")
-    limits.install(app, settings.max_upload_bytes)
+    install_limits(app, settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     count = Query(config.serve.top_n, ge=1, le=settings.max_results,
                   description="how many results")
@@ -167,7 +167,7 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         try:
             status, served = await asyncio.to_thread(holder.reload)
         except UserError as err:
-            return limits.error_response(409, f"new version refused, the old one keeps "
+            return error_response(409, f"new version refused, the old one keeps "
                                               f"answering: {one_line(err)}")
         return JSONResponse({"status": status, **_version_info(served)})
 

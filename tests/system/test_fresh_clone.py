@@ -1,0 +1,58 @@
+"""A fresh clone agrees with itself: ``dvc status`` says what the README says it will.
+
+The README (Quick start): on a fresh clone, before ``dvc repro`` or ``dvc pull``,
+``dvc status`` lists only the artifacts that are not there yet (``not in cache``
+outputs, and ``deleted`` inputs that an earlier stage outputs); no code, params or
+photos are ``modified``, so ``dvc.lock`` records exactly what the clone holds.
+"""
+import json
+import subprocess
+import sys
+import zipfile
+
+import yaml
+
+from lib.embedding.vectorizer import MODEL_FILE
+from tests.support.helpers import REPO_ROOT, WEIGHTS, run, tool_env
+
+# The modelling stage's build and save, in a process of its own.
+BUILD = ("import sys; from lib.embedding.resnet import ResNet50Helper; from lib.embedding.vectorizer import "
+         "Vectorizer; Vectorizer(ResNet50Helper(weights=sys.argv[1]).build()).save(sys.argv[2])")
+
+
+def test_fresh_clone_status_lists_only_artifacts_to_build_or_pull(tmp_path):
+    clone = tmp_path / "image-search"
+    run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], tmp_path)
+    lock = yaml.safe_load((clone / "dvc.lock").read_text(encoding="utf-8"))
+    produced = {out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+    assert set(lock["stages"]) == set(yaml.safe_load(
+        (clone / "dvc.yaml").read_text(encoding="utf-8"))["stages"]), "dvc.lock lacks a stage"
+    status = json.loads(run(["dvc", "status", "--json"], clone).stdout)
+    unexpected = []
+    for stage, changes in status.items():
+        for change in changes:
+            entries = change.items() if isinstance(change, dict) else [(change, {})]
+            for kind, paths in entries:
+                for path, state in (paths or {"": "(no detail)"}).items():
+                    allowed = ((kind, state) == ("changed outs", "not in cache") or
+                               (kind, state) == ("changed deps", "deleted")) and path in produced
+                    if not allowed:
+                        unexpected.append(f"{stage}: {kind}: {path}: {state}")
+    assert not unexpected, "a fresh clone disagrees with its dvc.lock:\n" + "\n".join(unexpected)
+    assert status, "a fresh clone has no artifacts: dvc status must list them as not in cache"
+
+
+def test_a_rebuilt_model_has_the_same_bytes(query_project, tmp_path):
+    """Building the model again (as `dvc repro` on a fresh clone does) records the same hash.
+
+    Keras' save-time stamps and memory-address ids are dropped from the archive.
+    """
+    again = tmp_path / "vectorizer_model"
+    proc = subprocess.run([sys.executable, "-c", BUILD, str(WEIGHTS), str(again)], cwd=REPO_ROOT,
+                          env=tool_env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    built = query_project / "data/model/vectorizer_model" / MODEL_FILE   # by `dvc repro`
+    with zipfile.ZipFile(again / MODEL_FILE) as archive:
+        assert "date_saved" not in json.loads(archive.read("metadata.json"))
+        assert {entry.date_time for entry in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert (again / MODEL_FILE).read_bytes() == built.read_bytes()

@@ -1,0 +1,220 @@
+"""``lib.pinning.verify`` on a tiny real DVC + git pipeline (no TensorFlow, a second per repro).
+
+The stage writes the four served artifacts (names, vectors, a model folder, landing
+images) from ``source.txt`` and a ``etl`` param, so every check runs against real
+``dvc.lock`` files, real DVC hashing and a real local remote.
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lib.config import Config
+from lib.errors import PinningError
+from lib.pinning.verify import pin_revision, unverified, verify_workspace
+from tests.support.helpers import run, set_params
+from tests.support.tiny_project import publish_v1
+
+BUILD = '''
+import sys
+from pathlib import Path
+import numpy as np
+text = Path("source.txt").read_text()
+scale = float(sys.argv[1])
+Path("out/model").mkdir(parents=True, exist_ok=True)
+np.save("out/names.npy", np.array(text.split()))
+np.save("out/vectors.npy", np.full((len(text.split()), 4), scale, dtype=np.float32))
+np.save("out/images.npy", np.zeros((len(text.split()), 2, 2, 3), dtype=np.uint8))
+Path("out/model/model.keras").write_text(text * 3)
+'''
+PARAMS = {
+    "paths": {"master": "source.txt", "images": "out/images.npy", "names": "out/names.npy",
+              "etl_report": "out/report.json", "features": "out/images.npy",
+              "vectors": "out/vectors.npy", "model": "out/model"},
+    "etl": {"image_size": 15},
+}
+DVC_YAML = {"stages": {"build": {
+    "cmd": "python build.py ${etl.image_size}",
+    "deps": ["source.txt", "build.py"],
+    "params": ["etl"],
+    "outs": ["out/names.npy", "out/vectors.npy", "out/images.npy", "out/model"],
+}}}
+
+
+def config_of(params: dict) -> Config:
+    """The configuration of a params mapping (the tiny project has only two sections)."""
+    return Config.from_dict(params, missing_sections=True)
+
+
+def params_of(project: Path) -> Config:
+    """The configuration of the project's params.yaml."""
+    return config_of(yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8")))
+
+
+@pytest.fixture(scope="module", name="template")
+def template_fixture(tmp_path_factory):
+    """A built, committed tiny project beside the local remote it has pushed to."""
+    root = tmp_path_factory.mktemp("pinning")
+    project = root / "project"
+    project.mkdir()
+    (project / "build.py").write_text(BUILD, encoding="utf-8")
+    (project / "source.txt").write_text("a.jpg b.jpg c.jpg", encoding="utf-8")
+    (project / "params.yaml").write_text(yaml.safe_dump(PARAMS), encoding="utf-8")
+    (project / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML), encoding="utf-8")
+    publish_v1(project)
+    return root
+
+
+@pytest.fixture(name="project")
+def project_fixture(template, tmp_path):
+    """A private copy of the template project and its remote."""
+    shutil.copytree(template / "remote", tmp_path / "remote")
+    return Path(shutil.copytree(template / "project", tmp_path / "project", symlinks=True))
+
+
+def recorded_md5(project: Path, path: str) -> str:
+    """The md5 ``dvc.lock`` records for an output."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text(encoding="utf-8"))
+    return next(out["md5"] for stage in lock["stages"].values() for out in stage["outs"]
+                if out["path"] == path)
+
+
+def test_a_clean_workspace_verifies_and_names_its_version(project):
+    pinned = verify_workspace(project, params_of(project))
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    md5 = recorded_md5(project, "out/vectors.npy")
+    assert pinned.version.describe() == f"version: git {head[:12]} (workspace), vectors md5 {md5}"
+    # The paths are a private snapshot of the very files checked (hard links, same inode).
+    workspace = {"names": "out/names.npy", "vectors": "out/vectors.npy",
+                 "model": "out/model/model.keras", "images": "out/images.npy"}
+    assert set(pinned.paths) == set(workspace)
+    for key, path in workspace.items():
+        loaded = pinned.paths[key] / "model.keras" if key == "model" else pinned.paths[key]
+        assert loaded.is_relative_to(pinned.snapshot)
+        assert loaded.samefile(project / path)
+    pinned.release()
+    assert not pinned.snapshot.exists() and (project / "out/vectors.npy").is_file()
+    assert pinned.version.hashes["model"] == recorded_md5(project, "out/model")
+    assert pinned.version.hashes["model"].endswith(".dir")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda p: np.save(p / "out/vectors.npy", np.zeros((3, 4), np.float32)),
+     "out/vectors.npy (vectors) is not the version recorded in dvc.lock"),
+    (lambda p: (p / "out/model/model.keras").write_text("edited"),
+     "out/model (model) is not the version recorded in dvc.lock"),
+    (lambda p: (p / "out/model/extra.bin").write_text("x"),
+     "out/model (model) is not the version recorded in dvc.lock"),
+    (lambda p: (p / "out/images.npy").unlink(),
+     "out/images.npy (images) is missing from the workspace: run `dvc pull` to fetch the "
+     "version recorded in dvc.lock (the DVC remote 'local' has it)"),
+    (lambda p: set_params(p, {"etl.image_size": 20}),
+     "the artifacts are stale: params.yaml etl modified since stage 'build' ran: run "
+     "`dvc repro`"),
+    (lambda p: (p / "source.txt").write_text("a.jpg"),
+     "the artifacts are stale: source.txt modified since stage 'build' ran"),
+    (lambda p: (p / "dvc.lock").unlink(),
+     "out/names.npy is not recorded in dvc.lock: run `dvc repro`"),
+])
+def test_a_mismatch_is_refused_naming_the_artifact_and_the_fix(project, tamper, message):
+    tamper(project)
+    with pytest.raises(PinningError) as err:
+        verify_workspace(project, params_of(project))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_fix_the_message_names_works(project):
+    shutil.rmtree(project / "out/model")
+    with pytest.raises(PinningError, match="dvc pull"):
+        verify_workspace(project, params_of(project))
+    run(["dvc", "pull", "-q"], project)
+    verify_workspace(project, params_of(project))
+
+
+def test_a_missing_artifact_the_remote_lacks_points_to_repro_not_pull(project, tmp_path):
+    shutil.rmtree(project / "out/model")
+    shutil.rmtree(tmp_path / "remote")              # the remote holds nothing (a fresh clone)
+    with pytest.raises(PinningError) as err:
+        verify_workspace(project, params_of(project))
+    assert str(err.value) == ("out/model (model) is missing from the workspace and the DVC "
+                              "remote 'local' does not have it: run `dvc repro` to build it")
+    run(["dvc", "remote", "remove", "local"], project)
+    with pytest.raises(PinningError, match="and no DVC remote is set: run `dvc repro`"):
+        verify_workspace(project, params_of(project))
+    run(["dvc", "repro", "-q"], project)            # the fix it names works
+    verify_workspace(project, params_of(project))
+
+
+def test_paths_outside_the_pipeline_cannot_be_pinned(project):
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["paths"]["vectors"] = "elsewhere/vectors.npy"
+    with pytest.raises(PinningError, match="not an output of any stage"):
+        verify_workspace(project, config_of(params))
+
+
+def test_a_folder_that_is_no_dvc_repository_is_refused(tmp_path):
+    with pytest.raises(PinningError, match="is not a DVC repository"):
+        verify_workspace(tmp_path, config_of(PARAMS))
+
+
+def test_unverified_reads_the_recorded_hash_without_checking(project):
+    np.save(project / "out/vectors.npy", np.zeros((1, 4), np.float32))
+    pinned = unverified(project, params_of(project))
+    assert pinned.version.describe() == ("version: git none (workspace, unverified), vectors "
+                                         f"md5 {recorded_md5(project, 'out/vectors.npy')}")
+
+
+def test_a_revision_is_fetched_from_the_remote_and_reused(project, tmp_path):
+    v1_vectors = np.load(project / "out/vectors.npy")
+    v1_md5 = recorded_md5(project, "out/vectors.npy")
+    (project / "source.txt").write_text("a.jpg b.jpg c.jpg d.jpg", encoding="utf-8")
+    set_params(project, {"etl.image_size": 40})
+    run(["dvc", "repro", "-q"], project)
+    run(["git", "commit", "-q", "-am", "v2"], project)
+    shutil.rmtree(project / ".dvc/cache")              # v1 exists only in the remote now
+
+    cache = tmp_path / "revs"
+    pinned = pin_revision(project, "v1", cache_dir=cache)
+    np.testing.assert_array_equal(np.load(pinned.paths["vectors"]), v1_vectors)
+    assert pinned.paths["vectors"] == cache / v1_md5 / "vectors.npy"
+    assert pinned.config.etl.image_size == 15          # the revision's params
+    v1_commit = run(["git", "rev-parse", "v1"], project).stdout.strip()
+    assert pinned.version.describe() == f"version: git {v1_commit[:12]} (v1), vectors md5 {v1_md5}"
+    assert np.load(project / "out/vectors.npy")[0, 0] == 40.0  # workspace untouched
+
+    # A second call reuses the fetched copy, and re-hashes it: a tampered copy is refused.
+    assert pin_revision(project, "v1", cache_dir=cache).paths == pinned.paths
+    np.save(pinned.paths["vectors"], np.zeros((3, 4), np.float32))
+    with pytest.raises(PinningError, match="delete it to fetch it again"):
+        pin_revision(project, "v1", cache_dir=cache)
+    assert pin_revision(project, "v1", cache_dir=cache, verify=False).paths == pinned.paths
+
+
+def test_unknown_revisions_and_missing_data_are_one_line_errors(project, tmp_path):
+    with pytest.raises(PinningError, match="unknown Git revision 'v9'"):
+        pin_revision(project, "v9", cache_dir=tmp_path / "revs")
+    shutil.rmtree(project / ".dvc/cache")
+    shutil.rmtree(tmp_path / "remote")
+    with pytest.raises(PinningError, match="cannot fetch out/") as err:
+        pin_revision(project, "v1", cache_dir=tmp_path / "revs")
+    assert "\n" not in str(err.value)
+
+
+def test_a_git_repository_without_commits_verifies_with_no_revision(project):
+    shutil.rmtree(project / ".git")
+    run(["git", "init", "-q"], project)
+    assert verify_workspace(project, params_of(project)).version.git_rev is None
+
+
+def test_a_folder_missing_from_cache_and_remote_is_a_one_line_error(project, tmp_path):
+    model_md5 = recorded_md5(project, "out/model")
+    for listing in (project / ".dvc/cache").rglob("*.dir"):
+        if listing.parent.name + listing.name == model_md5:
+            listing.unlink()
+    shutil.rmtree(tmp_path / "remote")
+    with pytest.raises(PinningError, match="cannot fetch out/model at revision 'v1'") as err:
+        pin_revision(project, "v1", cache_dir=tmp_path / "revs")
+    assert "\n" not in str(err.value)
