@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.precision_jobs import JOBS as PRECISION_JOBS
 from bench.ray_engine import embed_engine
 from lib import cli
-from lib.embedding import preprocess, run_embedding, run_feature_engineering, Vectorizer
 from lib.config import EtlConfig
+from lib.embedding import preprocess, run_embedding, run_feature_engineering, Vectorizer
 from lib.photos import etl_transform, list_images, read_image_bgr, run_etl
 from lib.retrieval import get_cosine_similarity, ImageSearchEngine, top_k
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=wrong-import-position
 from bench.real_vectors import DATASET, embed_photos, saved_vectorizer
 from lib.config import IndexConfig
-from lib.retrieval import build_index, find_pairs, group_pairs, pair_set
 from lib.photos import list_images
+from lib.retrieval import build_index, find_pairs, group_pairs, pair_set
 
 KINDS = ("copy", "jpeg60", "resized", "cropped")
 THRESHOLDS = (0.85, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)

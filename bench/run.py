@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from bench import ray_engine
 from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
-from lib.photos import list_images
 from lib.embedding import CACHE_ENV, ResNet50Helper, Vectorizer
+from lib.photos import list_images
 from lib.retrieval import save_whitening
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"

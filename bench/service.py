@@ -30,8 +30,8 @@ import httpx
 import numpy as np
 
 from bench.run import DATASET, ROOT, WEIGHTS, make_master, make_serve_project, run_job
-from lib.photos import list_images
 from lib.embedding import CACHE_ENV, ResNet50Helper, Vectorizer
+from lib.photos import list_images
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "service-latest.json"
 

@@ -5,6 +5,7 @@ interrupted stage never leaves a half-written file that looks complete. A stage 
 outright (``kill -9``) leaves its temporaries (``.<name>.<random>.tmp*``, git-ignored);
 :func:`clean_leftovers` removes them at the stage's next run. A full disk is one line
 naming the file. Loads never unpickle: NumPy arrays are read with ``allow_pickle=False``.
+:func:`recorded_output` is the one reader of what ``dvc.lock`` records of an output.
 """
 import contextlib
 import errno
@@ -15,9 +16,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import yaml
 
 from lib.errors import ArtifactError, PathLike
 
@@ -270,3 +272,26 @@ def save_json(path: PathLike, data: Any) -> None:
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                        encoding="utf-8")
+
+
+def recorded_output(root: PathLike, output: PathLike) -> Optional[Dict[str, Any]]:
+    """What ``dvc.lock`` records of an output (``path``, ``md5``, ``size``, ...), if any.
+
+    A missing or unreadable ``dvc.lock``, or an output it does not record, gives None
+    (logged): callers treat it as "no recorded version".
+    """
+    root = Path(root)
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    try:
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        relative = Path(output).resolve().relative_to(root.resolve()).as_posix()
+    except (yaml.YAMLError, OSError, ValueError, AttributeError) as err:
+        logger.info("dvc.lock not read: %s", err)
+        return None
+    for stage in stages.values() if isinstance(stages, dict) else ():
+        for entry in (stage or {}).get("outs", None) or ():
+            if isinstance(entry, dict) and entry.get("path") == relative:
+                return entry
+    return None

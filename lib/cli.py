@@ -17,8 +17,10 @@ import tempfile
 import threading
 import traceback
 import warnings
+from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+from lib.config import positive_int as checked_count
 from lib.errors import one_line, UserError
 
 logger = logging.getLogger(__name__)
@@ -136,10 +138,16 @@ def run(main: Callable[[Optional[Sequence[str]]], int],
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An ``argparse`` parser with ``-v/--verbose``; usage errors are one line, exit 2."""
+    """An ``argparse`` parser with the options every script shares.
+
+    ``--params`` (the params file) and ``-v/--verbose``; usage errors are one line,
+    exit 2.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.add_argument("--params", type=Path, default=Path("params.yaml"),
+                          help="params file (default: params.yaml)")
         self.add_argument("-v", "--verbose", action="store_true",
                           help="debug logging, and tracebacks for errors too")
 
@@ -153,6 +161,7 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    try:
+        return checked_count(value, "the count")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}") from None

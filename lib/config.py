@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+import numpy as np
 import yaml
 
 from lib import DEFAULT_MAX_PIXELS
@@ -32,6 +33,18 @@ def setting(default: Any, kind: type, *, minimum: Optional[float] = None,
     """Declares one setting: its default, type, lower bound or allowed values."""
     return dataclasses.field(default=default, metadata={  # pylint: disable=invalid-field-call
         "kind": kind, "minimum": minimum, "choices": choices, "optional": optional})
+
+
+def positive_int(value: Any, what: str) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1: the one check of every count.
+
+    Raises:
+        ValueError: Not an integer (``bool`` included), or below 1.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _allowed(meta: Mapping[str, Any]) -> str:

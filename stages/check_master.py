@@ -29,7 +29,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("master", type=Path, nargs="?", default=None,
                         help="the collection folder (default: paths.master in params)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import load_npy
 from lib.config import DuplicatesConfig, load_config
-from lib.retrieval import (
-    check_index, find_pairs, group_pairs, load_index, load_whitening, write_report)
 from lib.errors import ConfigError
 from lib.pinning import pin
+from lib.retrieval import (
+    check_index, find_pairs, group_pairs, load_index, load_whitening, write_report)
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="neighbours examined per photo (default: duplicates.neighbours)")
     parser.add_argument("--output", type=Path, default=None,
                         help="report folder (default: duplicates.output), replaced")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file; artifact paths are relative to its folder")
     parser.add_argument("--rev", default=None, help="use the artifacts of this git revision")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip checking the artifacts against dvc.lock")

@@ -31,7 +31,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("report", type=Path, help="output JSON: counts and skipped files")
     parser.add_argument("--rows", type=Path, default=None,
                         help="output row index (.npz): makes the stage incremental")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 

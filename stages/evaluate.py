@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import cli
 from lib.artifacts import clean_leftovers, load_npy
+from lib.config import load_config
 from lib.evaluation import (
     evaluate_engine, not_applicable, not_applicable_metrics, read_query_set, render_pr_curve,
     write_results)
-from lib.config import load_config
 from lib.retrieval import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("metrics", type=Path, help="output metrics JSON")
     parser.add_argument("curve", type=Path, help="output precision-recall curve CSV")
     parser.add_argument("picture", type=Path, help="output precision-recall curve PNG")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file; artifact paths are relative to its folder")
     return parser.parse_args(argv)
 
 

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.artifacts import clean_leftovers
-from lib.embedding import run_feature_engineering
 from lib.config import load_config
+from lib.embedding import run_feature_engineering
 from lib.incremental import add_row_index_args, plan_stage, row_settings
 
 
@@ -29,7 +29,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("images", type=Path, help="ETL output .npy (N, 224, 224, 3) uint8")
     parser.add_argument("features", type=Path, help="output .npy (N, 224, 224, 3) float32")
     add_row_index_args(parser)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 

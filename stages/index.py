@@ -35,7 +35,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("vectors", type=Path, help="collection vectors .npy (N, D) float32")
     parser.add_argument("whitening", type=Path, help="whitening artifact .npz")
     parser.add_argument("index", type=Path, help="index folder (read, then replaced)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 

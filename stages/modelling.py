@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import atomic_path, clean_leftovers
 from lib.config import Config, load_config
-from lib.incremental import (
-    add_row_index_args, file_sha256, plan_stage, previous_output, restore_file, row_settings,
-    RowIndex, RowPlan)
 from lib.embedding import (
     choose_runtime, MODEL_FILE, ray_session, ResNet50Helper, run_embedding, run_ray_embedding,
     Vectorizer, write_inference_model)
+from lib.incremental import (
+    add_row_index_args, file_sha256, plan_stage, previous_output, restore_file, row_settings,
+    RowIndex, RowPlan)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("inference_model", type=Path,
                         help="output directory: the precision record (and the int8 model)")
     add_row_index_args(parser)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 

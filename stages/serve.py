@@ -61,8 +61,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="result picture, PNG (default: serve.output in params.yaml; "
                              "with -, only when given, numbered per query: NAME-1.png, ...)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file; artifact paths are relative to its folder")
     parser.add_argument("--rev", default=None,
                         help="serve the artifacts recorded at this git tag, branch or "
                              "commit (fetched from the DVC cache or remote, no checkout)")

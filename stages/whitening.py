@@ -32,7 +32,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("vectors", type=Path, help="collection vectors .npy (N, D) float32")
     parser.add_argument("whitening", type=Path, help="output whitening artifact .npz")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args(argv)
 
 

@@ -20,8 +20,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from lib.artifacts import atomic_path, NpyRowReader, save_json
-from lib.errors import ArtifactError, PathLike
 from lib.config import ModellingConfig, PRECISIONS
+from lib.errors import ArtifactError, PathLike
 
 logger = logging.getLogger(__name__)
 

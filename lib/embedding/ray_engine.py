@@ -27,10 +27,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from lib.artifacts import atomic_path, NpyRowReader, NpyRowWriter, open_npy_writer
-from lib.errors import ArtifactError, ConfigError, PathLike, RayClusterError
 from lib.config import ModellingConfig
-from lib.incremental import copy_rows, RowPlan
 from lib.embedding.vectorizer import MODEL_FILE, Vectorizer
+from lib.errors import ArtifactError, ConfigError, PathLike, RayClusterError
+from lib.incremental import copy_rows, RowPlan
 
 logger = logging.getLogger(__name__)
 

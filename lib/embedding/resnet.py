@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from lib.errors import ArtifactError, one_line, WeightsError
-from lib.config import EtlConfig, ModellingConfig
 from lib.cli import quiet_native_stderr
+from lib.config import EtlConfig, ModellingConfig
 from lib.embedding.weights import resolve_weights
+from lib.errors import ArtifactError, one_line, WeightsError
 
 _REASON_CHARS = 300      # longest reason quoted from Keras
 

@@ -16,12 +16,13 @@ from typing import Dict, Optional
 import numpy as np
 
 from lib.artifacts import atomic_path, NpyRowReader
-from lib.errors import ArtifactError, PathLike
+from lib.config import positive_int
 from lib.embedding.conversion import sha256_hex
 from lib.embedding.inference_model import read_inference_model
 from lib.embedding.resnet import load_keras_model
-from lib.incremental import apply_rows, RowPlan
 from lib.embedding.runtime import choose_runtime, OpenVinoForward, tf_forward
+from lib.errors import ArtifactError, PathLike
+from lib.incremental import apply_rows, RowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ class Vectorizer:
                  source_sha256: Optional[str] = None, precision: str = "fp32",
                  int8_model: Optional[Path] = None,
                  source: Optional[Path] = None):  # pylint: disable=too-many-arguments
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         if (precision == "int8") != (int8_model is not None):
             raise ValueError("an int8 model is given for, and only for, precision int8")
         self.model = model

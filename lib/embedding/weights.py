@@ -71,7 +71,8 @@ def _h5_layers(path: Path) -> List[str]:
             stored = handle.attrs.get("layer_names")
             if stored is None:
                 raise WeightsError(_fix(f"{path} is an HDF5 file but not Keras weights"))
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in stored]
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in stored]  # pylint: disable=not-an-iterable
             return [name for name in names if name in handle
                     and len(handle[name].attrs.get("weight_names", ()))]
     except OSError as err:

@@ -22,6 +22,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from lib.config import positive_int
 from lib.errors import InputError
 
 PRECISION_KS = (1, 5, 10)
@@ -151,5 +152,4 @@ def evaluate(scores: np.ndarray, relevant: np.ndarray,
 
 def _check_k(k) -> None:
     """Validates a cut-off."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    positive_int(k, "k")

@@ -15,31 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import yaml
-
+from lib.artifacts import recorded_output
 from lib.errors import ArtifactError, PathLike
 from lib.incremental.rows import plan_rows, recipe, RowIndex, RowPlan
 
 logger = logging.getLogger(__name__)
-
-
-def _recorded(root: Path, output: Path) -> Optional[Dict[str, Any]]:
-    """The ``dvc.lock`` entry of an output (``path``, ``md5``, ...), if recorded."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return None
-    try:
-        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-        relative = output.resolve().relative_to(root.resolve()).as_posix()
-    except (yaml.YAMLError, OSError, ValueError, AttributeError) as err:
-        logger.info("no previous outputs: %s", err)
-        return None
-    for stage in stages.values() if isinstance(stages, dict) else ():
-        for entry in (stage or {}).get("outs", None) or ():
-            if isinstance(entry, dict) and entry.get("path") == relative and \
-                    entry.get("hash") == "md5" and entry.get("md5"):
-                return entry
-    return None
 
 
 def _object_path(root: Path, md5: str) -> Optional[Path]:
@@ -81,8 +61,8 @@ def previous_output(root: PathLike, output: PathLike, member: Optional[str] = No
         The read-only file in DVC's cache, or None if not recorded or not cached.
     """
     root = Path(root)
-    entry = _recorded(root, Path(output))
-    if entry is None:
+    entry = recorded_output(root, output)
+    if entry is None or entry.get("hash") != "md5" or not entry.get("md5"):
         return None
     md5 = str(entry["md5"])
     if member is None:

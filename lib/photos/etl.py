@@ -18,9 +18,9 @@ import numpy as np
 from lib.artifacts import clean_leftovers, NpyRowReader, open_npy_writer, save_json, save_npy
 from lib.config import EtlConfig
 from lib.errors import ImageReadError, InputError, PathLike, printable
+from lib.incremental import content_key, copy_rows, plan_rows, RowIndex, RowPlan
 from lib.photos.images import load_image, scan_images
 from lib.progress import progress
-from lib.incremental import content_key, copy_rows, plan_rows, RowIndex, RowPlan
 
 logger = logging.getLogger(__name__)
 

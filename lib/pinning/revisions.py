@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
 from lib.config import Config, parse_yaml
+from lib.errors import ConfigError, one_line, PathLike, PinningError
+from lib.pinning.served import PinnedArtifacts
+from lib.pinning.snapshot import content_hash
 from lib.pinning.workspace import (
     check_consistent_build, relpath, served_outputs, served_version, short_hash, upstream_stages)
-from lib.errors import ConfigError, one_line, PathLike, PinningError
-from lib.pinning.snapshot import content_hash
-from lib.pinning.served import PinnedArtifacts
 
 if TYPE_CHECKING:
     from dvc.repo import Repo

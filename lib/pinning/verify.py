@@ -22,17 +22,16 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
+from lib.artifacts import recorded_output
 from lib.config import Config
+from lib.errors import PathLike, PinningError
+from lib.pinning.revisions import pin_revision
+from lib.pinning.served import OPTIONAL_SERVED, PinnedArtifacts, SERVED, ServingVersion
+from lib.pinning.snapshot import (
+    check_content, LOCK_WAIT_S, refuse_hazards, release, repository_lock, snapshot)
 from lib.pinning.workspace import (
     check_consistent_build, check_inputs_unchanged, check_settings, check_workspace_output,
     is_path_dep, open_repo, relpath, served_outputs, served_version, upstream_stages)
-from lib.errors import PathLike, PinningError
-from lib.pinning.snapshot import (
-    check_content, LOCK_WAIT_S, refuse_hazards, release, repository_lock, snapshot)
-from lib.pinning.served import OPTIONAL_SERVED, PinnedArtifacts, SERVED, ServingVersion
-from lib.pinning.revisions import pin_revision
 
 __all__ = ["OPTIONAL_SERVED", "SERVED", "PinnedArtifacts", "PinningError", "ServingVersion",
            "pin", "pin_revision", "unverified", "verify_workspace"]
@@ -119,17 +118,7 @@ def unverified(root: PathLike, config: Config) -> PinnedArtifacts:
     root = Path(root)
     paths = config.paths.resolve(root)
     served = {key: paths[key] for key in SERVED + OPTIONAL_SERVED}
-    vectors = Path(config.paths.vectors).as_posix()
-    md5 = "unknown"
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        try:
-            data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            data = {}
-        for stage in (data.get("stages") or {}).values():
-            for out in stage.get("outs") or []:
-                if out.get("path") == vectors:
-                    md5 = str(out.get("md5"))
+    entry = recorded_output(root, paths["vectors"]) or {}
+    md5 = str(entry.get("md5", "unknown"))
     version = ServingVersion(git_rev=None, vectors_md5=md5, source="workspace, unverified")
     return PinnedArtifacts(paths=served, config=config, version=version)

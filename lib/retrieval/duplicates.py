@@ -18,8 +18,8 @@ import numpy as np
 from lib.artifacts import atomic_path, save_json
 from lib.config import IndexConfig
 from lib.errors import InputError, PathLike
-from lib.retrieval.index import space_rows, VectorIndex
 from lib.photos import render_group
+from lib.retrieval.index import space_rows, VectorIndex
 from lib.retrieval.whitening import Whitening
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from lib.artifacts import load_npy
-from lib.config import Config, EtlConfig, IndexConfig
+from lib.config import Config, EtlConfig, IndexConfig, positive_int
 from lib.embedding import preprocess, Vectorizer
 from lib.errors import ArtifactError, PathLike
 from lib.photos import decode_with, etl_transform, read_image
@@ -218,7 +218,7 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         Through the index: the exact scan, or an approximate index whose candidates are
         re-scored by exact cosine.
         """
-        n = _check_n(n)
+        n = positive_int(n, "n")
         query = expand(self.index, self._query_space(vector), self.query_expansion)  # (D',)
         values, rows = self.index.search(query[np.newaxis], n)                      # (1, n)
         return [(float(value), int(row)) for value, row in zip(values[0], rows[0]) if row >= 0]
@@ -233,7 +233,7 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         Returns:
             (cosine similarity, image name) pairs, best first.
         """
-        n = _check_n(n)
+        n = positive_int(n, "n")
         return [(score, str(self.names[row]))
                 for score, row in self.search_vector(self.embed(query), n)]
 
@@ -261,12 +261,3 @@ def check_index(vectors: np.ndarray, names: np.ndarray,
         raise ArtifactError("the index is empty")
     if np.unique(names).shape[0] != names.shape[0]:
         raise ArtifactError("the image names are not unique")
-
-
-def _check_n(n) -> int:
-    """Validates a result count."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be a positive integer, got {n!r}")
-    if n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
-    return int(n)

@@ -19,8 +19,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from lib.artifacts import atomic_path, load_npy
-from lib.errors import ArtifactError, PathLike
 from lib.config import IndexConfig
+from lib.errors import ArtifactError, PathLike
 from lib.retrieval.index import (
     build_faiss, build_params, check_config, resolve_kind, row_keys, space_rows, VectorIndex,
     whitening_fingerprint)

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from lib.artifacts import atomic_path
+from lib.config import positive_int
 from lib.errors import ArtifactError, ConfigError, PathLike
 from lib.retrieval.similarity import l2_normalize
 
@@ -83,8 +84,7 @@ def fit_whitening(vectors: np.ndarray, dim: int) -> Whitening:
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be (N, D), got {vectors.shape}")
     rows, width = vectors.shape
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"whitening dim must be a positive integer, got {dim!r}")
+    positive_int(dim, "whitening dim")
     if dim > min(width, rows - 1):
         raise ConfigError(f"whitening.dim {dim} is too large: {rows} database vectors of "
                          f"{width} dimensions support at most {max(min(width, rows - 1), 0)}")

@@ -1,6 +1,6 @@
 """The FastAPI application: search by upload or by name, thumbnails, the web page.
 
-Routes (OpenAPI docs at ``/docs``):
+Routes (OpenAPI docs at ``/docs``, from local files: ``docs_page``):
 
 - ``POST /search?n=N`` with a multipart ``image`` file: the ``n`` collection images
   most similar to it, with the version line that answered;
@@ -27,9 +27,10 @@ from pydantic import BaseModel
 
 from lib.config import Config
 from lib.errors import one_line, UserError
-from lib.service.limits import error_response, install as install_limits
 from lib.service.batching import BatchingEmbedder
+from lib.service.docs_page import install_docs
 from lib.service.engines import EngineHolder, Served
+from lib.service.limits import error_response, install as install_limits
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -110,11 +111,13 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         await asyncio.to_thread(embedder.close)
 
     app = FastAPI(title="Image similarity search", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="The N collection images most similar to a photo, by cosine "
                               "similarity of ResNet50 embeddings, from the artifact versions "
                               "pinned in dvc.lock.")
     install_limits(app, settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_docs(app)
     count = Query(config.serve.top_n, ge=1, le=settings.max_results,
                   description="how many results")
 

@@ -8,10 +8,10 @@ import pytest
 from bench.duplicates import KINDS, plant_all
 from bench.real_vectors import embed_photos
 from lib.config import DuplicatesConfig, IndexConfig
-from lib.retrieval.duplicates import find_pairs, group_pairs, pair_set, write_report
-from lib.errors import InputError
-from lib.retrieval.index_store import build_index
 from lib.embedding.vectorizer import Vectorizer
+from lib.errors import InputError
+from lib.retrieval.duplicates import find_pairs, group_pairs, pair_set, write_report
+from lib.retrieval.index_store import build_index
 from tests.support.helpers import DATASET, pick_per_class
 
 LIBRARY = pick_per_class("train", 2, skip=20)        # 20 real photos, 2 per class

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.embedding.preprocessing import preprocess
 from lib.config import EtlConfig
+from lib.embedding.preprocessing import preprocess
+from lib.embedding.vectorizer import Vectorizer
+from lib.evaluation.metrics import evaluate
 from lib.evaluation.query_set import not_applicable, not_applicable_metrics
 from lib.photos.images import load_image
-from lib.evaluation.metrics import evaluate
-from lib.embedding.vectorizer import Vectorizer
 from tests.support.helpers import (PIPELINE, QUERY_SET, make_project, pick_per_class, repro, run,
                            set_params)
 

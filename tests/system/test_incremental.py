@@ -21,12 +21,12 @@ import yaml
 from lib.artifacts import load_npy
 from lib.config import load_config
 from lib.embedding.preprocessing import run_feature_engineering
-from lib.errors import PinningError
-from lib.pinning.verify import verify_workspace
-from lib.photos.etl import run_etl
-from lib.incremental.rows import content_key, RowIndex
-from lib.retrieval.similarity import get_cosine_similarity
 from lib.embedding.vectorizer import run_embedding, Vectorizer
+from lib.errors import PinningError
+from lib.incremental.rows import content_key, RowIndex
+from lib.photos.etl import run_etl
+from lib.pinning.verify import verify_workspace
+from lib.retrieval.similarity import get_cosine_similarity
 from tests.support.helpers import DATASET, REPO_ROOT, make_project, pick_per_class, run, set_params
 
 pytestmark = pytest.mark.slow

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from lib import cli
-from lib.errors import ArtifactError, ConfigError
 from lib.config import EtlConfig, IndexConfig, load_config
-from lib.retrieval.index import ApproximateIndex, check_config
-from lib.retrieval.index_store import build_index, load_index, read_index, save_index
+from lib.errors import ArtifactError, ConfigError
 from lib.pinning.verify import pin
 from lib.retrieval.engine import ImageSearchEngine
+from lib.retrieval.index import ApproximateIndex, check_config
+from lib.retrieval.index_store import build_index, load_index, read_index, save_index
 from lib.retrieval.whitening import fit_whitening
 from tests.support import query_project as builder
 from tests.support.helpers import REPO_ROOT, repro, run, set_params, tool_env

@@ -15,10 +15,10 @@ import pytest
 from lib.config import EtlConfig
 from lib.embedding.conversion import read_entry, write_entry
 from lib.embedding.preprocessing import preprocess
-from lib.photos.images import load_image
 from lib.embedding.runtime import CACHE_ENV, openvino_available, OPENVINO_FILES
-from lib.retrieval.similarity import get_cosine_similarity
 from lib.embedding.vectorizer import MODEL_FILE, Vectorizer
+from lib.photos.images import load_image
+from lib.retrieval.similarity import get_cosine_similarity
 from tests.support.helpers import DATASET, pick_per_class
 
 PARITY = 0.99999        # per-image cosine, OpenVINO vs Keras

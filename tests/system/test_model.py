@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from lib.errors import ArtifactError
-from lib.embedding.preprocessing import preprocess
 from lib.config import EtlConfig
-from lib.photos.images import load_image
-from lib.retrieval.engine import ImageSearchEngine
+from lib.embedding.preprocessing import preprocess
 from lib.embedding.resnet import ResNet50Helper
 from lib.embedding.vectorizer import Vectorizer
+from lib.errors import ArtifactError
+from lib.photos.images import load_image
+from lib.retrieval.engine import ImageSearchEngine
 from tests.support.helpers import DATASET, pick_per_class
 
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from lib.artifacts import save_npy
-from lib.errors import ArtifactError
 from lib.config import Config, EtlConfig
+from lib.errors import ArtifactError
 from lib.photos.etl import run_etl
 from lib.retrieval.engine import ImageSearchEngine
 from tests.support.badfiles import bad_files, photo_bgr

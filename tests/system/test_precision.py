@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.errors import ArtifactError, ConfigError, PinningError
 from lib.config import load_config
-from lib.pinning.verify import pin, verify_workspace
 from lib.embedding.inference_model import calibration_rows, INT8_MODEL, read_inference_model, RECORD
 from lib.embedding.runtime import BF16_MISSING, choose_runtime, cpu_has_bf16
+from lib.errors import ArtifactError, ConfigError, PinningError
+from lib.pinning.verify import pin, verify_workspace
 from lib.retrieval.engine import ImageSearchEngine
 from lib.retrieval.similarity import get_cosine_similarity
 from tests.support.helpers import REPO_ROOT, repro, run, set_params, tool_env

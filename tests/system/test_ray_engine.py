@@ -19,11 +19,11 @@ import pytest
 
 from lib.config import EtlConfig, ModellingConfig
 from lib.embedding.preprocessing import preprocess
-from lib.photos.images import load_image
 from lib.embedding.ray_engine import check_reachable, ray_session, RETRIES, run_ray_embedding
-from lib.errors import RayClusterError
-from lib.retrieval.similarity import get_cosine_similarity
 from lib.embedding.vectorizer import run_embedding, Vectorizer
+from lib.errors import RayClusterError
+from lib.photos.images import load_image
+from lib.retrieval.similarity import get_cosine_similarity
 from tests.support.helpers import DATASET, REPO_ROOT, pick_per_class, repro, run, set_params, tool_env
 
 RAY = str(Path(sys.executable).parent / "ray")

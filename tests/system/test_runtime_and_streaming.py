@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from lib.artifacts import NpyRowReader, open_npy_writer
-from lib.embedding.preprocessing import preprocess, run_feature_engineering
 from lib.config import EtlConfig
+from lib.embedding.preprocessing import preprocess, run_feature_engineering
+from lib.embedding.runtime import choose_runtime, openvino_cache_dir
+from lib.embedding.vectorizer import run_embedding, Vectorizer
 from lib.errors import ConfigError
 from lib.photos.decoding import decode_image, imread_flag
 from lib.photos.images import load_image
 from lib.retrieval.similarity import get_cosine_similarity
-from lib.embedding.runtime import choose_runtime, openvino_cache_dir
-from lib.embedding.vectorizer import run_embedding, Vectorizer
 from tests.support.helpers import DATASET, REPO_ROOT, pick_per_class, tool_env
 
 PHOTOS = [DATASET / path for path, _ in pick_per_class("validation", 1)]   # 10 classes

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from lib.errors import ArtifactError
 from lib.config import EtlConfig
+from lib.embedding.vectorizer import Vectorizer
+from lib.errors import ArtifactError
 from lib.retrieval.engine import ImageSearchEngine
 from lib.retrieval.similarity import l2_normalize
-from lib.embedding.vectorizer import Vectorizer
 from lib.retrieval.whitening import fit_whitening, load_whitening, save_whitening
 
 ROWS, WIDTH = 60, 16

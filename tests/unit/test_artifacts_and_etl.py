@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lib.artifacts import atomic_path, load_npy, open_npy_writer, save_npy
-from lib.errors import ArtifactError
 from lib.config import EtlConfig
+from lib.errors import ArtifactError
 from lib.photos.etl import run_etl
 
 

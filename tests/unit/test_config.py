@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from lib import cli
-from lib.photos import etl as pipeline
 from lib.config import Config, EtlConfig, load_config, SECTIONS
 from lib.errors import ConfigError, InputError, UserError
+from lib.photos import etl as pipeline
 from tests.support.helpers import REPO_ROOT, tool_env
 
 SHIPPED = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))

@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.photos.images import list_images, read_image
 from lib.config import EtlConfig
+from lib.photos.images import list_images, read_image
 from lib.photos.pictures import caption_lines, query_caption, render_results
 from tests.support.helpers import REPO_ROOT
 

@@ -9,9 +9,9 @@ import yaml
 from lib import progress as progress_module
 from lib.artifacts import load_npy, NpyRowReader, open_npy_writer, save_npy
 from lib.errors import ArtifactError
-from lib.progress import LogProgress, progress
 from lib.incremental.rows import (
     apply_rows, code_files, content_key, copy_rows, plan_rows, row_settings, RowIndex, RowPlan)
+from lib.progress import LogProgress, progress
 from tests.support.helpers import REPO_ROOT
 
 
