@@ -1,29 +1,25 @@
 """Feature engineering: ResNet50's ``preprocess_input`` on RGB ``uint8`` batches.
 
 The feature-engineering stage (:func:`run_feature_engineering`) and the serving path
-both call :func:`preprocess`.
+both call :func:`preprocess`. It is Keras' ``caffe`` mode written in NumPy, bit for bit
+(float32 RGB to BGR, then the float32 ImageNet channel means subtracted, as Keras does
+in place), so neither path imports TensorFlow for it.
 """
-import functools
 from typing import Optional
 
 import numpy as np
 
 from lib.artifacts import NpyRowReader
-from lib.cli import quiet_native_stderr
 from lib.errors import PathLike
 from lib.incremental import apply_rows, RowPlan
 
-
-@functools.lru_cache(maxsize=None)
-def _preprocess_input():
-    """Keras' ResNet50 ``preprocess_input``, imported on first use (not with lib)."""
-    with quiet_native_stderr():
-        from keras.applications.resnet50 import preprocess_input  # pylint: disable=import-outside-toplevel
-    return preprocess_input
+# ImageNet channel means in BGR order, as keras.applications.imagenet_utils subtracts
+# them (a Python float against a float32 array: a float32 subtraction).
+MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
-    """Applies Keras' ResNet50 ``preprocess_input`` (RGB to BGR, ImageNet mean removed).
+    """ResNet50's ``preprocess_input`` (RGB to BGR, ImageNet mean removed), in NumPy.
 
     Args:
         images: (N, H, W, 3) ``uint8`` RGB batch, as the ETL stage writes it.
@@ -35,15 +31,15 @@ def preprocess(images: np.ndarray) -> np.ndarray:
         TypeError: Not a ``uint8`` array.
         ValueError: Not an (N, H, W, 3) batch.
     """
-    preprocess_input = _preprocess_input()
     if not isinstance(images, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(images).__name__}")
     if images.dtype != np.uint8:
         raise TypeError(f"expected uint8 images, got dtype {images.dtype}")
     if images.ndim != 4 or images.shape[3] != 3:
         raise ValueError(f"expected an (N, H, W, 3) batch, got shape {images.shape}")
-    batch = images.astype(np.float32)                    # (N, H, W, 3) RGB float32
-    return np.asarray(preprocess_input(batch), dtype=np.float32)  # (N, H, W, 3) BGR - mean
+    batch = images[..., ::-1].astype(np.float32)         # (N, H, W, 3) BGR float32
+    batch -= MEAN_BGR                                     # (N, H, W, 3) BGR - mean
+    return batch
 
 
 def run_feature_engineering(images_in: PathLike, features_out: PathLike,

@@ -131,7 +131,7 @@ def _read_rows(batch: Dict[str, np.ndarray], features: str) -> Dict[str, np.ndar
             "features": np.concatenate([reader.read(run[0], run[-1] + 1) for run in runs])}
 
 
-class Embedder:
+class EmbeddingActor:
     """Ray Data actor: the saved vectorizer model, loaded once, embedding batches.
 
     Args:
@@ -187,7 +187,7 @@ def _dataset(ray, features: Path, vectorizer: Vectorizer, modelling: ModellingCo
         # without them Ray Data restarts actors and retries batches forever.
         warnings.simplefilter("ignore", DeprecationWarning)
         return reads.map_batches(
-            Embedder, batch_size=size,
+            EmbeddingActor, batch_size=size,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=modelling.ray_actor_cpus, max_restarts=RETRIES, max_task_retries=RETRIES,
             fn_constructor_kwargs={"model": [ray.put(blob)],

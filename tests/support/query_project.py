@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Tuple
 
-from lib.config import Config, EtlConfig
+from lib.config import Config
 from lib.retrieval.engine import ImageSearchEngine
 from tests.support.badfiles import exif_rotated_jpeg, photo_bgr
 from tests.support.helpers import DATASET, PIPELINE, make_project, pick_per_class, repro

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.config import Config, EtlConfig
+from lib.config import Config
 from lib.retrieval.engine import ImageSearchEngine
 from tests.support.helpers import DATASET, PIPELINE, make_project, pick_per_class, repro, run
 

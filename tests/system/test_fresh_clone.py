@@ -16,8 +16,8 @@ from lib.embedding.vectorizer import MODEL_FILE
 from tests.support.helpers import REPO_ROOT, WEIGHTS, run, tool_env
 
 # The modelling stage's build and save, in a process of its own.
-BUILD = ("import sys; from lib.embedding.resnet import ResNet50Helper; from lib.embedding.vectorizer import "
-         "Vectorizer; Vectorizer(ResNet50Helper(weights=sys.argv[1]).build()).save(sys.argv[2])")
+BUILD = ("import sys; from lib.embedding import ResNet50Helper, Vectorizer; "
+         "Vectorizer(ResNet50Helper(weights=sys.argv[1]).build()).save(sys.argv[2])")
 
 
 def test_fresh_clone_status_lists_only_artifacts_to_build_or_pull(tmp_path):

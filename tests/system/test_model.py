@@ -18,12 +18,18 @@ def vectorizer_fixture(saved_model):
     return Vectorizer.load(saved_model, batch_size=4)
 
 
-def test_preprocess_equals_keras_preprocess_input():
+def test_preprocess_equals_keras_preprocess_input_bit_for_bit():
     from keras.applications.resnet50 import preprocess_input  # pylint: disable=import-outside-toplevel
     images = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    photos = np.stack([load_image(DATASET / path, EtlConfig())
+                       for path, _ in pick_per_class("train", 1)[:4]])
+    every = np.arange(256, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 1, 3), np.uint8)
+    for batch in (images, photos, every):          # random, real photos, every value
+        got = preprocess(batch)
+        assert got.shape == batch.shape and got.dtype == np.float32
+        expected = np.asarray(preprocess_input(batch.astype(np.float32)), dtype=np.float32)
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))   # the bits
     got = preprocess(images)
-    assert got.shape == (3, 224, 224, 3) and got.dtype == np.float32
-    np.testing.assert_array_equal(got, preprocess_input(images.astype(np.float32)))
     # caffe mode: RGB -> BGR and the ImageNet mean subtracted
     np.testing.assert_allclose(got[0, 0, 0], images[0, 0, 0, ::-1] - [103.939, 116.779, 123.68],
                                rtol=1e-6)

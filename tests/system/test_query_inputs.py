@@ -22,7 +22,8 @@ from lib.embedding.vectorizer import Vectorizer
 from lib.errors import ArtifactError
 from lib.retrieval.engine import ImageSearchEngine
 from lib.retrieval.similarity import l2_normalize
-from tests.support.badfiles import bad_files, encode, exif_rotated_jpeg, photo_bgr, pillow_bytes, rgb_pil
+from tests.support.badfiles import (
+    bad_files, encode, exif_rotated_jpeg, photo_bgr, pillow_bytes, rgb_pil)
 from tests.support.helpers import DATASET, run
 from tests.support.query_project import COLLECTION, DUPLICATE_NAME, EXIF_B_NAME, N_IMAGES, \
     UPRIGHT_A, UPRIGHT_B, name_of

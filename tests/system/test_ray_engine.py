@@ -24,11 +24,12 @@ from lib.embedding.vectorizer import run_embedding, Vectorizer
 from lib.errors import RayClusterError
 from lib.photos.images import load_image
 from lib.retrieval.similarity import get_cosine_similarity
-from tests.support.helpers import DATASET, REPO_ROOT, pick_per_class, repro, run, set_params, tool_env
+from tests.support.helpers import (
+    DATASET, pick_per_class, repro, REPO_ROOT, run, set_params, tool_env)
 
 RAY = str(Path(sys.executable).parent / "ray")
 PARITY = 0.99999                                 # per-row cosine, ray vs local engine
-ACTOR_TITLE = "MapBatches(Embedder)"             # in the process title of each actor
+ACTOR_TITLE = "MapBatches(EmbeddingActor)"             # in the process title of each actor
 AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 
 

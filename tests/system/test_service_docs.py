@@ -5,10 +5,13 @@ names must answer from the service. Checked on the real application without an e
 (``/docs`` never touches it: fast), then on the running service (``query_service``).
 """
 import re
+import socket
+import threading
+import time
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
+import uvicorn
 
 from lib.config import Config
 from lib.service.app import create_app
@@ -47,16 +50,33 @@ def assert_docs_are_local(client: httpx.Client) -> None:
     assert schema.status_code == 200 and "/search" in schema.json()["paths"]
 
 
-def test_docs_are_local_without_an_engine():
-    # The engine and the embedder serve only the search routes and the shutdown: not
-    # entered as a context manager, the client runs no lifespan (no shutdown).
-    client = TestClient(create_app(None, None, Config()))
-    try:
+@pytest.fixture(name="engineless")
+def engineless_fixture():
+    """The real application without an engine, served by uvicorn in a thread: its URL.
+
+    Only the search routes and the shutdown (a lifespan, off here) use the engine and
+    the embedder: ``None`` stands for both.
+    """
+    app = create_app(None, None, Config())
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_docs_are_local_without_an_engine(engineless):
+    with httpx.Client(base_url=engineless, timeout=30) as client:
         assert_docs_are_local(client)
         assert client.get("/redoc").status_code == 404        # it would need a CDN too
         assert client.get("/docs/oauth2-redirect").status_code == 200
-    finally:
-        client.close()
 
 
 @pytest.mark.slow

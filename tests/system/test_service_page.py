@@ -2,7 +2,8 @@
 
 Uploads a photo, waits for the results, checks names and scores against the API,
 clicks a match and checks that it became the query. Screenshots of both states are
-saved in the test's temporary folder.
+saved in the test's temporary folder. The OpenAPI page ``/docs`` is opened too: its
+Swagger UI, served from the service's own files (no CDN), must list the operations.
 """
 import shutil
 from pathlib import Path
@@ -97,3 +98,19 @@ def test_page_uploads_shows_results_and_searches_by_a_match(query_service, brows
         lambda d: d.find_element(By.ID, "error").text != "")
     assert "not an image" in browser.find_element(By.ID, "error").text
     api.close()
+
+
+def test_docs_page_lists_the_operations_from_local_files(query_service, browser,
+                                                         tmp_path: Path):
+    browser.get(query_service.url + "/docs")
+    operations = "return [...document.querySelectorAll('.opblock')].map(e => e.textContent)"
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: any("/search" in text for text in d.execute_script(operations)))
+    browser.save_screenshot(str(tmp_path / "docs.png"))
+    shown = browser.execute_script(operations)
+    for path in ("/search", "/images/{name}", "/health", "/version", "/reload"):
+        assert any(path in text for text in shown), (path, shown)
+    # Everything the page loaded came from the service (no CDN).
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(query_service.url + "/") for url in loaded), loaded
