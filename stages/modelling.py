@@ -4,14 +4,17 @@ The collection is embedded with the model as *reloaded from disk*, the same arti
 serving loads, so the index and queries cannot drift apart: in this process
 (``modelling.engine: local``) or by actors on a Ray cluster (``ray``, which connects
 first, so that an unreachable cluster fails before any work). The inference model
-records the precision (``modelling.precision``) and, for ``int8``, holds the model
-quantised on a sample of the feature store, which embeds the collection and queries.
+holds the OpenVINO IR made from the saved Keras model (for ``int8``, quantised on a
+sample of the feature store) and records the precision (``modelling.precision``): it
+embeds the collection and every query.
 
 With the row indexes (``--upstream-rows``, ``--rows``) the stage is incremental: when
 the previous run used the same settings, code and weights (the same fingerprint, see
 ``lib/incremental/rows.py``), its saved model is kept, its vectors are copied for every row
 whose photo it already embedded, and only the new rows are embedded (by either
-engine). Anything else rebuilds the model and embeds every row.
+engine); the previous inference model is kept too (but an int8 one, calibrated anew),
+so such a run starts no TensorFlow. Anything else rebuilds the model and embeds every
+row.
 
 Usage (as ``dvc.yaml`` runs it)::
 
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,8 +35,8 @@ from lib import cli
 from lib.artifacts import atomic_path, clean_leftovers
 from lib.config import Config, load_config
 from lib.embedding import (
-    choose_runtime, MODEL_FILE, ray_session, ResNet50Helper, run_embedding, run_ray_embedding,
-    Vectorizer, write_inference_model)
+    choose_runtime, INFERENCE_FILES, keep_inference_model, MODEL_FILE, ray_session,
+    ResNet50Helper, run_embedding, run_ray_embedding, Vectorizer, write_inference_model)
 from lib.incremental import (
     add_row_index_args, file_sha256, plan_stage, previous_output, restore_file, row_settings,
     RowIndex, RowPlan)
@@ -78,6 +81,12 @@ def keep_model(root: Path, cached: Path, directory: Path) -> None:
         restore_file(root, cached, tmp / MODEL_FILE)
 
 
+def previous_inference_model(root: Path, directory: Path) -> Dict[str, Path]:
+    """The previous run's inference-model files found in DVC's cache, by name."""
+    found = {name: previous_output(root, directory, member=name) for name in INFERENCE_FILES}
+    return {name: path for name, path in found.items() if path is not None}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params, saves the model, embeds the feature store."""
     args = parse_args(argv)
@@ -94,16 +103,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             index, plan = plan_embedding(args, config, helper)
             if plan.previous is not None:
                 cached = previous_output(args.params.parent, args.model, member=MODEL_FILE)
+        kept = False
         if cached is not None:
             keep_model(args.params.parent, cached, args.model)
+            kept = keep_inference_model(
+                args.inference_model,
+                previous_inference_model(args.params.parent, args.inference_model), modelling)
         else:
             Vectorizer(helper.build(), batch_size=modelling.batch_size).save(args.model)
         if plan is not None and (cached is None or modelling.precision == "int8"):
             # A new model, or an int8 model calibrated anew on the grown collection,
             # embeds every row.
             plan = RowPlan.full(len(plan.sources))
-        write_inference_model(args.inference_model, args.model / MODEL_FILE, args.features,
-                              modelling)
+        if not kept:
+            write_inference_model(args.inference_model, args.model / MODEL_FILE,
+                                  args.features, modelling)
         vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
                                      runtime=modelling.runtime, precision=modelling.precision,
                                      inference_model=args.inference_model)

@@ -13,7 +13,8 @@
 
 TensorFlow, OpenVINO and Ray are imported only when a model is built or run.
 """
-from lib.embedding.inference_model import write_inference_model
+from lib.embedding.inference_model import (
+    INFERENCE_FILES, keep_inference_model, write_inference_model)
 from lib.embedding.preprocessing import preprocess, run_feature_engineering
 from lib.embedding.ray_engine import ray_session, run_ray_embedding
 from lib.embedding.resnet import ResNet50Helper
@@ -21,7 +22,7 @@ from lib.embedding.runtime import BF16_MISSING, CACHE_ENV, choose_runtime, cpu_h
 from lib.embedding.vectorizer import MODEL_FILE, Vectorizer, run_embedding
 from lib.embedding.weights import resolve_weights
 
-__all__ = ["BF16_MISSING", "CACHE_ENV", "MODEL_FILE", "ResNet50Helper", "Vectorizer",
-           "choose_runtime", "cpu_has_bf16", "preprocess", "ray_session", "resolve_weights",
-           "run_embedding", "run_feature_engineering", "run_ray_embedding",
-           "write_inference_model"]
+__all__ = ["BF16_MISSING", "CACHE_ENV", "INFERENCE_FILES", "MODEL_FILE", "ResNet50Helper",
+           "Vectorizer", "choose_runtime", "cpu_has_bf16", "keep_inference_model",
+           "preprocess", "ray_session", "resolve_weights", "run_embedding",
+           "run_feature_engineering", "run_ray_embedding", "write_inference_model"]

@@ -1,32 +1,46 @@
-"""The inference model: the precision that embedded the collection, and its int8 model.
+"""The inference model: the OpenVINO IR that embeds, and the precision it embeds in.
 
 The modelling stage writes this artifact (``paths.inference_model``) beside the Keras
 ``vectorizer_model``, which stays the artifact of record. It is a folder holding
-``precision.json`` (the precision, ``fp32``, ``bf16`` or ``int8``; for ``int8`` also
-the calibration sample and tool versions) and, for ``int8``, the OpenVINO IR
-(``model.xml`` + ``model.bin``) that NNCF's post-training quantisation made from the
-Keras model, calibrated on an evenly spaced, deterministic sample of the feature store
+``precision.json`` (the precision, ``fp32``, ``bf16`` or ``int8``; the SHA-256 of the
+``model.keras`` it was made from; the OpenVINO version; for ``int8`` also the
+calibration sample and NNCF's version) and the OpenVINO IR (``model.xml`` +
+``model.bin``): for ``fp32`` and ``bf16`` the Keras model converted as it is (bf16 is a
+compile-time hint), for ``int8`` the model NNCF's post-training quantisation made,
+calibrated on an evenly spaced, deterministic sample of the feature store
 (``modelling.calibration_size`` rows). The collection is embedded with exactly that
-IR, and serving, evaluation and the service load the same one:
-:func:`read_inference_model` refuses a collection whose precision is not the one the
-configuration asks for, like any stale artifact.
+IR, and serving, evaluation and the service load the same one with no conversion and
+no TensorFlow: :func:`read_inference_model` refuses a collection whose precision is not
+the one the configuration asks for, like any stale artifact. A build older than the IR
+(a ``precision.json`` alone) is still served, through the Keras model.
 """
 import json
+import shutil
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
 from lib.artifacts import atomic_path, NpyRowReader, save_json
 from lib.config import ModellingConfig, PRECISIONS
 from lib.errors import ArtifactError, PathLike
+from lib.incremental import file_sha256
 
 logger = logging.getLogger(__name__)
 
 RECORD = "precision.json"  # inside the inference_model folder
-INT8_MODEL = "model.xml"   # the quantised OpenVINO IR (its weights in model.bin)
+IR_FILE = "model.xml"      # the OpenVINO IR
+IR_BIN = "model.bin"       # its weights
+INFERENCE_FILES = (RECORD, IR_FILE, IR_BIN)
+
+
+class InferenceModel(NamedTuple):
+    """What :func:`read_inference_model` found: the IR to run, and its source's digest."""
+
+    xml: Optional[Path]              # None: a build older than the IR (fp32 or bf16)
+    keras_sha256: Optional[str]      # SHA-256 of the model.keras it was made from
 
 
 def calibration_rows(total: int, size: int) -> np.ndarray:
@@ -97,19 +111,57 @@ def write_inference_model(directory: PathLike, model_file: PathLike, features_pa
         features_path: The feature store (calibrates ``int8``).
         modelling: The modelling settings (precision, calibration size).
     """
-    record: Dict[str, Any] = {"precision": modelling.precision}
+    # pylint: disable=import-outside-toplevel
+    from lib.embedding.resnet import load_keras_model
+    from lib.embedding.runtime import save_converted
+    model_file = Path(model_file)
+    keras_sha256 = file_sha256(model_file)
+    record: Dict[str, Any] = {"precision": modelling.precision, "keras_sha256": keras_sha256}
     with atomic_path(directory) as tmp:
         tmp.mkdir()
         if modelling.precision == "int8":
-            from lib.embedding.resnet import load_keras_model  # pylint: disable=import-outside-toplevel
             record["calibration_size"] = modelling.calibration_size
-            record.update(quantize_int8(load_keras_model(Path(model_file)), features_path,
-                                        modelling.calibration_size, tmp / INT8_MODEL))
+            record.update(quantize_int8(load_keras_model(model_file), features_path,
+                                        modelling.calibration_size, tmp / IR_FILE))
+        else:
+            record["openvino"] = save_converted(lambda: load_keras_model(model_file),
+                                                keras_sha256, tmp / IR_FILE)
         save_json(tmp / RECORD, record)
 
 
-def read_inference_model(directory: Optional[PathLike], precision: str) -> Optional[Path]:
-    """Checks that the collection was embedded in ``precision``; the int8 IR to load.
+def keep_inference_model(directory: PathLike, previous: Dict[str, Path],
+                         modelling: ModellingConfig) -> bool:
+    """Writes the previous run's inference model as this run's, where it can serve.
+
+    It can when it holds the IR and was made in ``modelling.precision`` other than
+    ``int8`` (an int8 model is calibrated anew on the grown collection).
+
+    Args:
+        directory: The ``paths.inference_model`` folder.
+        previous: The previous run's files of it, by name (from DVC's cache).
+        modelling: The modelling settings.
+
+    Returns:
+        Whether it was kept (else write it with :func:`write_inference_model`).
+    """
+    if modelling.precision == "int8" or set(previous) != set(INFERENCE_FILES):
+        return False
+    try:
+        record = _record(previous[RECORD])
+    except ArtifactError:
+        return False
+    if record["precision"] != modelling.precision or "keras_sha256" not in record:
+        return False
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        for name, cached in previous.items():
+            shutil.copyfile(cached, tmp / name)
+    logger.info("keeping the previous inference model (%s IR)", modelling.precision)
+    return True
+
+
+def read_inference_model(directory: Optional[PathLike], precision: str) -> InferenceModel:
+    """Checks that the collection was embedded in ``precision``; the IR to load.
 
     Args:
         directory: The ``paths.inference_model`` folder, or None where the build has
@@ -117,7 +169,8 @@ def read_inference_model(directory: Optional[PathLike], precision: str) -> Optio
         precision: ``modelling.precision`` of the configuration that answers.
 
     Returns:
-        The int8 ``model.xml`` for ``int8``, else None.
+        The IR's ``model.xml`` and the digest of the ``model.keras`` it was made from;
+        no IR for a build older than it (``fp32`` or ``bf16`` only).
 
     Raises:
         ArtifactError: The folder is missing or unreadable, or records another
@@ -127,27 +180,28 @@ def read_inference_model(directory: Optional[PathLike], precision: str) -> Optio
     ModellingConfig(precision=precision)           # validated where it is declared
     if directory is None or not Path(directory).exists():
         if precision == "fp32":                    # built before this artifact: fp32
-            return None
+            return InferenceModel(None, None)
         raise ArtifactError(f"the inference model {directory} is missing, so nothing shows the "
                             f"collection was embedded in {precision}: run `dvc repro` (or "
                             "`dvc pull`)")
     directory = Path(directory)
-    recorded = _recorded_precision(directory / RECORD)
+    record = _record(directory / RECORD)
+    recorded = record["precision"]
     if recorded != precision:
         raise ArtifactError(f"the collection was embedded in {recorded} but modelling.precision "
                             f"is {precision}; queries must be embedded alike: run `dvc repro` "
                             f"(or set modelling.precision back to {recorded})")
-    if precision != "int8":
-        return None
-    xml = directory / INT8_MODEL
+    xml = directory / IR_FILE
+    if "keras_sha256" not in record and precision != "int8":    # built before the IR
+        return InferenceModel(None, None)
     if not xml.is_file() or not xml.with_suffix(".bin").is_file():
-        raise ArtifactError(f"the int8 model {xml} (and its .bin) is missing: run `dvc repro` "
-                            "(or `dvc pull`)")
-    return xml
+        raise ArtifactError(f"the {precision} model {xml} (and its .bin) is missing: run "
+                            "`dvc repro` (or `dvc pull`)")
+    return InferenceModel(xml, record.get("keras_sha256"))
 
 
-def _recorded_precision(path: Path) -> str:
-    """The precision a ``precision.json`` records."""
+def _record(path: Path) -> Dict[str, Any]:
+    """What a ``precision.json`` records (its precision checked)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -156,4 +210,4 @@ def _recorded_precision(path: Path) -> str:
     recorded = record.get("precision") if isinstance(record, dict) else None
     if not isinstance(recorded, str) or recorded not in PRECISIONS:
         raise ArtifactError(f"the precision record {path} names no precision: run `dvc repro`")
-    return recorded
+    return record

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -72,8 +72,19 @@ def _tensorflow():
     return tf
 
 
+# Where the NVIDIA driver shows its GPUs: without them TensorFlow cannot see one either,
+# so a CPU machine decides ``auto`` without starting TensorFlow.
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+
+
 def gpu_available() -> bool:
-    """Whether TensorFlow sees a GPU."""
+    """Whether TensorFlow sees a GPU; TensorFlow is imported only where a GPU exists."""
+    try:
+        present = NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+    except OSError:
+        present = False
+    if not present:
+        return False
     tf = _tensorflow()
     return bool(tf.config.list_physical_devices("GPU"))
 
@@ -135,19 +146,20 @@ def openvino_cache_dir() -> Optional[Path]:
     return Path(value).expanduser() if value else None
 
 
-def _openvino_model(core, model, source_sha256: Optional[str]):
+def _openvino_model(core, load_model: Callable[[], Any], source_sha256: Optional[str]):
     """The OpenVINO model of a Keras model: from the cache, or converted (and cached).
 
     Args:
         core: The OpenVINO core.
-        model: The Keras model.
-        source_sha256: SHA-256 of the ``.keras`` bytes ``model`` was loaded from (the
+        load_model: Gives the Keras model; called on a cache miss only, so a cached
+            conversion needs no TensorFlow.
+        source_sha256: SHA-256 of the ``.keras`` bytes the model was loaded from (the
             cache key); None converts without the cache.
     """
     openvino = _openvino()
     cache = openvino_cache_dir()
     if source_sha256 is None or cache is None:
-        return openvino.convert_model(model)
+        return openvino.convert_model(load_model())
     version = re.sub(r"[^\w.-]", "_", openvino.get_version())
     folder = cache / "openvino" / f"{source_sha256}-{version}"
     files = read_entry(folder, source_sha256, OPENVINO_FILES)
@@ -156,7 +168,7 @@ def _openvino_model(core, model, source_sha256: Optional[str]):
             return core.read_model(files["model.xml"], files["model.bin"])
         except RuntimeError as err:
             logger.warning("converting again: cached %s is unreadable (%s)", folder, err)
-    converted = openvino.convert_model(model)
+    converted = openvino.convert_model(load_model())
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=folder.parent) as scratch:
@@ -169,35 +181,68 @@ def _openvino_model(core, model, source_sha256: Optional[str]):
     return converted
 
 
+def save_converted(load_model: Callable[[], Any], source_sha256: str, xml_out: Path) -> str:
+    """Writes the OpenVINO IR of a saved Keras model (``model.bin`` beside ``xml_out``).
+
+    The conversion comes from the conversion cache when it holds one for these
+    ``.keras`` bytes, else from the Keras model ``load_model`` gives.
+
+    Returns:
+        The OpenVINO version.
+    """
+    openvino = _openvino()
+    converted = _openvino_model(openvino.Core(), load_model, source_sha256)
+    openvino.save_model(converted, str(xml_out), compress_to_fp16=False)
+    return openvino.get_version()
+
+
 class OpenVinoForward:
-    """The Keras model converted by OpenVINO (or the int8 IR), compiled for the CPU.
+    """An OpenVINO model (the inference model's IR, or a Keras model converted), compiled
+    for the CPU.
 
     Large inputs are split into ``batch_size`` requests run in parallel (throughput
-    mode); a few images run as one request in latency mode.
+    mode); a few images run as one request in latency mode. Compiled models go to
+    OpenVINO's own model cache (``compiled/`` in the conversion cache's folder), so a
+    second start skips compilation.
 
     Args:
-        model: The Keras model.
+        model: The Keras model; None with ``ir_model``.
         batch_size: Images per request.
         source_sha256: SHA-256 of the saved ``model.keras`` bytes (keys the conversion
             cache), if any.
         precision: ``fp32``, ``bf16`` or ``int8`` (see :data:`PRECISION_HINTS`).
-        int8_model: The quantised IR (``model.xml``) to run instead of the Keras
-            model; required for ``int8``.
+        ir_model: The IR (``model.xml``) to run instead of converting the Keras model;
+            required for ``int8``.
     """
 
     def __init__(self, model, batch_size: int, source_sha256: Optional[str] = None,
-                 precision: str = "fp32", int8_model: Optional[Path] = None):
+                 precision: str = "fp32", ir_model: Optional[Path] = None):
         # pylint: disable=too-many-arguments
-        if (precision == "int8") != (int8_model is not None):
-            raise ValueError("an int8 model is given for, and only for, precision int8")
+        if precision == "int8" and ir_model is None:
+            raise ValueError("precision int8 runs the quantised IR: give ir_model")
         self._core = _openvino().Core()
-        if int8_model is not None:
-            self._model = self._core.read_model(int8_model)
-        else:
-            self._model = _openvino_model(self._core, model, source_sha256)
+        cache = openvino_cache_dir()
+        if cache is not None:
+            self._core.set_property({"CACHE_DIR": str(cache / "compiled")})
         self._batch_size = batch_size
         self._hint = PRECISION_HINTS[precision]
         self._compiled: Dict[str, Any] = {}
+        # An IR is compiled from its path (a cached compilation is then found without
+        # reading the model), for queries at once: the file is read while it is there.
+        self._model = str(ir_model) if ir_model is not None else _openvino_model(
+            self._core, lambda: model, source_sha256)
+        self._compile("LATENCY")
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        """Shape of one input image, (S, S, 3)."""
+        shape = self._compile("LATENCY").input(0).get_partial_shape()
+        return tuple(int(side.get_length()) for side in shape[1:])
+
+    @property
+    def dim(self) -> int:
+        """Length of one embedding."""
+        return int(self._compile("LATENCY").output(0).get_partial_shape()[-1].get_length())
 
     def _compile(self, hint: str):
         if hint not in self._compiled:

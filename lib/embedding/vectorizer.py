@@ -33,55 +33,63 @@ _SHARED_ID = re.compile(rb'"shared_object_id": (\d+)')
 
 
 class Vectorizer:
-    """Embeds preprocessed images with a Keras model, batch by batch.
+    """Embeds preprocessed images with the saved model, batch by batch.
 
     Args:
-        model: A Keras model mapping (N, S, S, 3) ``float32`` to (N, D).
+        model: A Keras model mapping (N, S, S, 3) ``float32`` to (N, D); None to run
+            ``ir_model`` alone (OpenVINO, no TensorFlow).
         batch_size: Images per forward pass.
         runtime: ``auto``, ``openvino`` or ``tensorflow`` (see :func:`choose_runtime`).
         source_sha256: SHA-256 of the saved ``model.keras`` bytes the model was loaded
             from, if any (keys the cache of its OpenVINO conversion).
         precision: ``fp32``, ``bf16`` or ``int8`` (``modelling.precision``); ``bf16``
             and ``int8`` run on OpenVINO.
-        int8_model: The quantised OpenVINO IR (``model.xml``) of ``model``; required
-            for ``int8`` (see :mod:`lib.embedding.inference_model`).
+        ir_model: The inference model's OpenVINO IR (``model.xml``) of ``model``, run
+            instead of converting it; required for ``int8`` and without ``model`` (see
+            :mod:`lib.embedding.inference_model`).
         source: The saved ``model.keras`` it was loaded from (the ``ray`` engine ships
             its bytes, checked against ``source_sha256``).
     """
 
     def __init__(self, model, batch_size: int = 32, runtime: str = "auto",
                  source_sha256: Optional[str] = None, precision: str = "fp32",
-                 int8_model: Optional[Path] = None,
+                 ir_model: Optional[Path] = None,
                  source: Optional[Path] = None):  # pylint: disable=too-many-arguments
         positive_int(batch_size, "batch_size")
-        if (precision == "int8") != (int8_model is not None):
-            raise ValueError("an int8 model is given for, and only for, precision int8")
+        if ir_model is None and (model is None or precision == "int8"):
+            raise ValueError("give the IR model: precision int8, or no Keras model")
         self.model = model
         self.batch_size = batch_size
         self.runtime = choose_runtime(runtime, precision)
+        if model is None and self.runtime != "openvino":
+            raise ValueError(f"the {self.runtime} runtime needs the Keras model")
         self.source_sha256 = source_sha256
         self.source = source
         self.precision = precision
-        self.int8_model = int8_model
+        self.ir_model = ir_model
         self._forward = None
         self._openvino: Optional[OpenVinoForward] = None
 
     def _openvino_forward(self) -> OpenVinoForward:
-        """The OpenVINO model, made once (the int8 one is read when the vectorizer loads,
-        while the pinned files it comes from are still there)."""
+        """The OpenVINO model, made once (an IR is read when the vectorizer loads, while
+        the pinned files it comes from are still there)."""
         if self._openvino is None:
             self._openvino = OpenVinoForward(self.model, self.batch_size, self.source_sha256,
-                                             self.precision, self.int8_model)
+                                             self.precision, self.ir_model)
         return self._openvino
 
     @property
     def input_shape(self) -> tuple:
         """Shape of one input image, (S, S, 3)."""
+        if self.model is None:
+            return self._openvino_forward().input_shape
         return tuple(self.model.input_shape[1:])
 
     @property
     def dim(self) -> int:
         """Length of one embedding."""
+        if self.model is None:
+            return self._openvino_forward().dim
         return int(self.model.output_shape[-1])
 
     def _compiled(self):
@@ -137,11 +145,14 @@ class Vectorizer:
              expected_dim: Optional[int] = None, runtime: str = "auto",
              precision: str = "fp32",
              inference_model: Optional[PathLike] = None) -> "Vectorizer":
-        """Loads a saved vectorizer model with Keras safe mode (no code from the file).
+        """Loads the saved vectorizer: the inference model's IR, or the Keras model.
 
-        ``model.keras`` is read once; its bytes are hashed (the key of the OpenVINO
-        conversion cache) and the model is loaded from a private copy of those very
-        bytes, so whatever replaces the file meanwhile, the key names what was loaded.
+        On OpenVINO the inference model's IR is read as it is (no TensorFlow, no
+        conversion). Otherwise (the ``tensorflow`` runtime, or a build older than the
+        IR) ``model.keras`` is loaded with Keras safe mode (no code from the file): it
+        is read once, its bytes are hashed (the key of the OpenVINO conversion cache)
+        and the model is loaded from a private copy of those very bytes, so whatever
+        replaces the file meanwhile, the key names what was loaded.
 
         Args:
             directory: The ``vectorizer_model`` folder.
@@ -160,7 +171,13 @@ class Vectorizer:
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise ArtifactError(f"vectorizer model {path} is missing")
-        int8_model = read_inference_model(inference_model, precision)
+        inference = read_inference_model(inference_model, precision)
+        if inference.xml is not None and choose_runtime(runtime, precision) == "openvino":
+            vectorizer = cls(None, batch_size=batch_size, runtime=runtime,
+                             source_sha256=inference.keras_sha256, precision=precision,
+                             ir_model=inference.xml, source=path)
+            _check_dim(vectorizer, expected_dim, inference.xml)
+            return vectorizer
         try:
             data = path.read_bytes()
         except OSError as err:
@@ -170,16 +187,19 @@ class Vectorizer:
             copy = Path(private) / MODEL_FILE
             copy.write_bytes(data)
             model = load_keras_model(copy, shown_as=path)
-        out_shape = tuple(model.output_shape)
-        if expected_dim is not None and out_shape[1] != expected_dim:
-            raise ArtifactError(f"vectorizer model {path} gives {out_shape[1]}-d vectors, "
-                                f"the index holds {expected_dim}-d vectors")
         vectorizer = cls(model, batch_size=batch_size, runtime=runtime,
                          source_sha256=sha256_hex(data), precision=precision,
-                         int8_model=int8_model, source=path)
-        if int8_model is not None:
-            vectorizer._openvino_forward()    # pylint: disable=protected-access
+                         ir_model=inference.xml if precision == "int8" else None, source=path)
+        _check_dim(vectorizer, expected_dim, path)
         return vectorizer
+
+
+def _check_dim(vectorizer: Vectorizer, expected_dim: Optional[int], path: Path) -> None:
+    """Refuses a model whose vectors are not the index's length (reads an IR now)."""
+    dim = vectorizer.dim
+    if expected_dim is not None and dim != expected_dim:
+        raise ArtifactError(f"vectorizer model {path} gives {dim}-d vectors, the index holds "
+                            f"{expected_dim}-d vectors")
 
 
 def _renumber_shared_ids(config: bytes) -> bytes:

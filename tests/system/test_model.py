@@ -99,7 +99,7 @@ def test_engine_ranks_itself_first_and_validates(vectorizer):
     assert len(engine.most_similar(DATASET / rows[0][0], 50)) == 6
     with pytest.raises(ValueError, match="positive"):
         engine.most_similar(DATASET / rows[0][0], 0)
-    with pytest.raises(TypeError, match="positive"):
+    with pytest.raises(ValueError, match="positive"):
         engine.most_similar(DATASET / rows[0][0], 2.5)
     with pytest.raises(ArtifactError, match="out of step"):
         ImageSearchEngine(vectors, names[:5], vectorizer, EtlConfig())

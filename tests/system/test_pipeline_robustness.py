@@ -94,7 +94,7 @@ def test_etl_stage_reports_every_file_on_its_own_line(tmp_path):
     proc = run(["python", str(REPO_ROOT / "stages/etl.py"), "master", "a.npy", "b.npy",
                 "c.json", "--params", "params.yaml"], tmp_path)
     lines = proc.stderr.splitlines()
-    assert all(re.match(r"(INFO|WARNING) lib\.\w+: ", line) for line in lines), lines
+    assert all(re.match(r"(INFO|WARNING) lib\.[\w.]+: ", line) for line in lines), lines
     warned = [line for line in lines if "decoded with warnings" in line]
     skipped = [line for line in lines if "skipping" in line]
     assert sorted(re.search(r"warn\d+\.jpg", line).group() for line in warned) == [

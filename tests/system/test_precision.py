@@ -4,6 +4,7 @@ The int8 and bf16 projects are copies of the session's query project (13 real ph
 real weights, built in fp32 by ``dvc repro``), so only modelling, whitening and
 evaluate run again, and the fp32 vectors are the copy's own.
 """
+import hashlib
 import json
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from lib.config import load_config
-from lib.embedding.inference_model import calibration_rows, INT8_MODEL, read_inference_model, RECORD
+from lib.embedding.inference_model import (
+    calibration_rows, InferenceModel, IR_FILE, read_inference_model, RECORD)
 from lib.embedding.runtime import BF16_MISSING, choose_runtime, cpu_has_bf16
 from lib.errors import ArtifactError, ConfigError, PinningError
 from lib.pinning.verify import pin, verify_workspace
@@ -42,10 +44,11 @@ def _copy(project: Path, dest: Path) -> Path:
     return Path(shutil.copytree(project, dest, symlinks=True))
 
 
-def _record(directory: Path, precision: str) -> Path:
-    """An inference-model folder recording ``precision``."""
+def _record(directory: Path, precision: str, **more: str) -> Path:
+    """An inference-model folder recording ``precision`` (and ``more``), without an IR."""
     directory.mkdir(parents=True)
-    (directory / RECORD).write_text(json.dumps({"precision": precision}), encoding="utf-8")
+    (directory / RECORD).write_text(json.dumps({"precision": precision, **more}),
+                                    encoding="utf-8")
     return directory
 
 
@@ -108,12 +111,13 @@ def test_bf16_is_one_clear_line_where_the_cpu_lacks_it():
 
 
 def test_a_collection_of_another_precision_is_refused(tmp_path):
-    assert read_inference_model(None, "fp32") is None             # built before precisions
-    assert read_inference_model(tmp_path / "absent", "fp32") is None
+    old = InferenceModel(None, None)                 # no IR: served through the Keras model
+    assert read_inference_model(None, "fp32") == old               # built before precisions
+    assert read_inference_model(tmp_path / "absent", "fp32") == old
     with pytest.raises(ArtifactError, match="nothing shows the collection was embedded in int8"):
         read_inference_model(None, "int8")
     fp32 = _record(tmp_path / "fp32", "fp32")
-    assert read_inference_model(fp32, "fp32") is None
+    assert read_inference_model(fp32, "fp32") == old               # built before the IR
     with pytest.raises(ArtifactError, match=r"embedded in fp32 but modelling.precision is int8"
                                             r".*set modelling.precision back to fp32"):
         read_inference_model(fp32, "int8")
@@ -125,10 +129,19 @@ def test_a_collection_of_another_precision_is_refused(tmp_path):
         read_inference_model(int8, "int8")
 
 
-def test_fp32_records_its_precision_and_has_no_int8_model(query_project):
+def test_fp32_records_its_precision_and_holds_the_ir_of_the_saved_model(query_project,
+                                                                       tmp_path):
     folder = query_project / INFERENCE
-    assert json.loads((folder / RECORD).read_text(encoding="utf-8")) == {"precision": "fp32"}
-    assert sorted(path.name for path in folder.iterdir()) == [RECORD]
+    record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    keras_bytes = (query_project / "data/model/vectorizer_model/model.keras").read_bytes()
+    assert record["precision"] == "fp32" and record["openvino"]
+    assert record["keras_sha256"] == hashlib.sha256(keras_bytes).hexdigest()
+    assert sorted(path.name for path in folder.iterdir()) == ["model.bin", IR_FILE, RECORD]
+    found = read_inference_model(folder, "fp32")
+    assert found == InferenceModel(folder / IR_FILE, record["keras_sha256"])
+    lost = _record(tmp_path / "lost", "fp32", keras_sha256=record["keras_sha256"])
+    with pytest.raises(ArtifactError, match="fp32 model .*model.xml .* is missing"):
+        read_inference_model(lost, "fp32")                    # an IR build without its IR
 
 
 @pytest.fixture(scope="module", name="int8_project")
@@ -153,7 +166,7 @@ def test_int8_vectors_are_close_to_fp32_and_recorded(int8_project, query_project
     record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
     assert record["precision"] == "int8" and record["calibration_rows"] == CALIBRATION
     assert record["calibration_size"] == CALIBRATION and record["feature_rows"] == N_IMAGES
-    assert (folder / INT8_MODEL).is_file() and (folder / "model.bin").is_file()
+    assert (folder / IR_FILE).is_file() and (folder / "model.bin").is_file()
     metrics = json.loads((int8_project / "metrics/evaluation.json").read_text(encoding="utf-8"))
     assert metrics["queries"] > 0
 
@@ -203,8 +216,8 @@ def test_the_int8_model_is_pinned_pushed_and_pulled(int8_project, tmp_path):
     pulled = verify_workspace(clone, load_config(clone / "params.yaml"))
     built = verify_workspace(origin, load_config(origin / "params.yaml"))
     assert pulled.version.hashes["inference_model"] == built.version.hashes["inference_model"]
-    assert (clone / INFERENCE / INT8_MODEL).read_bytes() == \
-        (origin / INFERENCE / INT8_MODEL).read_bytes()
+    assert (clone / INFERENCE / IR_FILE).read_bytes() == \
+        (origin / INFERENCE / IR_FILE).read_bytes()
 
 
 def test_bf16_through_dvc_repro(query_project, tmp_path):
