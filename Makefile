@@ -1,27 +1,40 @@
 # make install | test | lint | repro | bench
+# One install path: the README's quick start and these targets share .venv and
+# requirements.txt; pip leaves what is installed as it is, so nothing is reinstalled.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install test lint repro bench
+.PHONY: install install-test test unit lint repro bench
 
 install: $(VENV)/.installed
 
 # requirements-ray.txt is requirements.txt plus the optional Ray engine (tested in CI).
-$(VENV)/.installed: requirements.txt requirements-ray.txt
+install-test: $(VENV)/.installed-test
+
+$(PY):
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-ray.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-ray.txt
 	touch $@
 
-test: install
+test: install-test
 	$(PY) -m pytest
 
-lint: install
+# The fast part alone: no model, no DVC run.
+unit: install-test
+	$(PY) -m pytest tests/unit
+
+lint: install-test
 	$(PY) -m pylint lib stages tests bench
 
 # Speed and peak memory of each stage, serving latency, search time (a few minutes).
-bench: install
+bench: install-test
 	$(PY) -m bench --out bench/results/latest.json
 
 # DVC hashes data/master before any stage runs: refuse a FIFO there before it hangs DVC.

@@ -52,7 +52,7 @@ def _allowed(meta: Mapping[str, Any]) -> str:
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
     kind = {int: "an integer", float: "a number", bool: "true or false",
-            str: "a non-empty text"}[meta["kind"]]
+            str: "a non-empty text", tuple: "a list of non-empty texts"}[meta["kind"]]
     if meta["minimum"] is not None:
         kind += f" >= {meta['minimum']}"
     return kind + (" or null" if meta["optional"] else "")
@@ -73,6 +73,9 @@ def _valid(value: Any, meta: Mapping[str, Any]) -> bool:  # pylint: disable=too-
         return False
     if kind is str and (not isinstance(value, str) or not value.strip()):
         return False
+    if kind is tuple:
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(item, str) and item.strip() for item in value)
     if meta["choices"] and value not in meta["choices"]:
         return False
     return meta["minimum"] is None or value >= meta["minimum"]
@@ -92,6 +95,8 @@ class Section:
                                   f"expected {_allowed(item.metadata)}")
             if item.metadata["kind"] is float and value is not None:
                 object.__setattr__(self, item.name, float(value))
+            if item.metadata["kind"] is tuple:
+                object.__setattr__(self, item.name, tuple(value))
 
     @classmethod
     def from_mapping(cls: Type[_T], values: Any) -> _T:
@@ -112,7 +117,8 @@ class Section:
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings as a plain mapping (as they would stand in ``params.yaml``)."""
-        return dataclasses.asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +136,7 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     vectors: str = setting("data/model/embedded_image_vectors.npy", str)
     vector_rows: str = setting("data/model/rows.npz", str)
     model: str = setting("data/model/vectorizer_model", str)
+    weights_record: str = setting("data/model/weights.json", str)
     whitening: str = setting("data/model/whitening.npz", str)
     inference_model: str = setting("data/model/inference_model", str)
     index: str = setting("data/model/index", str)
@@ -138,6 +145,7 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     metrics: str = setting("metrics/evaluation.json", str)
     pr_curve: str = setting("metrics/pr_curve.csv", str)
     pr_curve_png: str = setting("metrics/pr_curve.png", str)
+    reproduction: str = setting("metrics/reproduction.json", str)
 
     def resolve(self, root: PathLike = ".") -> Dict[str, Path]:
         """Every path, by key, joined to ``root``."""
@@ -314,6 +322,9 @@ class ServiceConfig(Section):
             ``modelling.batch_size`` queries) while more queries are on their way.
         watch_seconds: How often ``dvc.lock`` is checked for a new version to load
             and swap in; 0 = only on ``POST /reload``.
+        allowed_hosts: Host names the service answers besides ``localhost`` and IP
+            addresses (``--allow-host`` adds more); ``*`` answers any (behind a proxy
+            that checks them). Others are refused (DNS rebinding).
     """
 
     SECTION = "service"
@@ -323,6 +334,7 @@ class ServiceConfig(Section):
     max_results: int = setting(100, int, minimum=1)
     batch_wait_ms: float = setting(5.0, float, minimum=0.0)
     watch_seconds: float = setting(2.0, float, minimum=0.0)
+    allowed_hosts: Tuple[str, ...] = setting((), tuple)
 
 
 SECTIONS: Dict[str, Type[Section]] = {

@@ -4,8 +4,11 @@ Each query of the CSV (columns ``path,label``, paths relative to the CSV's folde
 embedded and ranked by the engine serving uses, with the same ETL, saved model,
 whitening and query expansion. The relevant images of a query are the collection
 images whose first folder is its label. Writes mean average precision, P@1, P@5,
-P@10 and R@10 as JSON (DVC metrics) and the precision-recall curve as CSV and as a PNG
-picture (DVC plots; the picture needs no internet to view).
+P@10 and R@10 as JSON (DVC metrics), the precision-recall curve as CSV and as a PNG
+picture (DVC plots; the picture needs no internet to view), and the reproduction
+record (each query's top 10 and their checksum, see ``lib/evaluation/reproduction.py``),
+so that ``dvc metrics diff`` after a rebuild elsewhere shows whether the rankings
+reproduced.
 
 When no query label is a folder of the collection (your own photos, say), the query
 set does not apply: the stage logs one warning, writes metrics that say so (no
@@ -13,10 +16,12 @@ scores) and an empty curve, and succeeds, so ``dvc repro`` works on any photos.
 
 Usage (as ``dvc.yaml`` runs it)::
 
-    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV PR_CURVE_PNG
+    python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV PR_CURVE_PNG \
+        REPRODUCTION_JSON
 """
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 
 from lib import cli
-from lib.artifacts import clean_leftovers, load_npy
+from lib.artifacts import clean_leftovers, load_npy, save_json
 from lib.config import load_config
 from lib.evaluation import (
     evaluate_engine, not_applicable, not_applicable_metrics, read_query_set, render_pr_curve,
-    write_results)
+    reproduction_record, write_results)
 from lib.retrieval import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("metrics", type=Path, help="output metrics JSON")
     parser.add_argument("curve", type=Path, help="output precision-recall curve CSV")
     parser.add_argument("picture", type=Path, help="output precision-recall curve PNG")
+    parser.add_argument("reproduction", type=Path, help="output reproduction record JSON")
     return parser.parse_args(argv)
 
 
@@ -52,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine as serving does, ranks every query, writes the metrics."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
-    clean_leftovers(args.metrics, args.curve)
+    clean_leftovers(args.metrics, args.curve, args.reproduction)
     config = load_config(args.params)
     queries = read_query_set(args.queries)
     # DVC runs this stage on the artifacts it has just built: the workspace's own.
@@ -63,13 +69,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        args.queries, reason)
         write_results(not_applicable_metrics(queries, reason), np.empty((0, 2)),
                       args.metrics, args.curve)
+        save_json(args.reproduction, {"applicable": False, "reason": reason})
         render_pr_curve(np.empty((0, 2)), args.picture, "Not evaluated: the labelled query "
                         "set does not apply to this collection")
         print(f"not evaluated: {reason}")
         return 0
     engine = ImageSearchEngine.load(config, paths, with_images=False)
-    metrics, curve = evaluate_engine(engine, queries)
+    metrics, curve, scores = evaluate_engine(engine, queries)
     write_results(metrics, curve, args.metrics, args.curve)
+    names = [os.path.relpath(path, args.queries.parent) for path, _ in queries]
+    save_json(args.reproduction, reproduction_record(engine.names, names, scores))
     render_pr_curve(curve, args.picture, f"Precision-recall (interpolated), mean over "
                     f"{metrics['queries_evaluated']} queries: mAP {metrics['mAP']:.3f}, "
                     f"P@5 {metrics['P@5']:.3f}")

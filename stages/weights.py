@@ -1,15 +1,16 @@
 """Weights stage: checks ``modelling.weights`` before the slow stages run.
 
-Runs first (and again only when ``modelling.weights`` or this code changes), so that
-unreachable, missing or wrong ResNet50 weights stop ``dvc repro`` at once with one
-line, not after the ETL and feature engineering. With ``imagenet`` it downloads Keras'
-file into Keras' cache if it is not there yet. Writes nothing: the ETL and feature
-engineering do not depend on it, and the modelling stage checks the weights again
-when it builds the model.
+Runs first (also on a fresh clone, where its record is not built yet, and again when
+``modelling.weights`` or this code changes), so that unreachable, missing or wrong
+ResNet50 weights stop ``dvc repro`` at once with one line, before the ETL and feature
+engineering. With ``imagenet`` it downloads Keras' file into Keras' cache if it is not
+there yet. It writes a record of the weights it found, their SHA-256 (not their path,
+which differs between machines): the modelling stage depends on it, so other weights
+rebuild the model, the same weights elsewhere do not.
 
 Usage (as ``dvc.yaml`` runs it)::
 
-    python stages/weights.py [--params params.yaml]
+    python stages/weights.py RECORD_JSON [--params params.yaml]
 """
 import argparse
 import logging
@@ -21,8 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import save_json
 from lib.config import load_config
 from lib.embedding import resolve_weights
+from lib.incremental import file_sha256
 
 logger = logging.getLogger("stages.weights")
 
@@ -30,6 +33,7 @@ logger = logging.getLogger("stages.weights")
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parses the command line."""
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("record", type=Path, help="output JSON: the weights' SHA-256")
     return parser.parse_args(argv)
 
 
@@ -38,8 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     weights = load_config(args.params).modelling.weights
-    logger.info("modelling.weights %s: ResNet50 no-top weights in %s", weights,
-                resolve_weights(weights))
+    found = resolve_weights(weights)
+    logger.info("modelling.weights %s: ResNet50 no-top weights in %s", weights, found)
+    save_json(args.record, {"sha256": file_sha256(found)})
     return 0
 
 

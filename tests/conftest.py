@@ -1,4 +1,5 @@
 """Fixtures and settings shared by several test modules."""
+import logging
 import os
 
 import pytest
@@ -7,7 +8,24 @@ from lib.embedding.resnet import ResNet50Helper
 from lib.embedding.runtime import CACHE_ENV
 from lib.embedding.vectorizer import Vectorizer
 from tests.support.helpers import WEIGHTS, require_shared
-from tests.support.service_helpers import ServiceProcess
+from tests.support.service_helpers import ALLOWED_HOST, ServiceProcess, TOKEN
+
+
+@pytest.fixture(autouse=True)
+def root_logging():
+    """Gives each test the root logger's handlers as they were before it.
+
+    A stage's ``main`` run in-process sets up logging on the stderr of its test (a
+    capture that closes with the test); later tests must not log into it.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,5 +68,16 @@ def query_engine_fixture(query_project):
 def query_service_fixture(query_project, tmp_path_factory):
     """``serve.py --http`` on the query project (verified against its dvc.lock), once."""
     service = ServiceProcess(query_project, tmp_path_factory.mktemp("service") / "log.txt")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session", name="token_service")
+def token_service_fixture(query_project, tmp_path_factory):
+    """``serve.py --http`` on the query project with a token (``$IMAGE_SEARCH_TOKEN``),
+    one more allowed Host name, and no access log (``--quiet``), once."""
+    service = ServiceProcess(query_project, tmp_path_factory.mktemp("token") / "log.txt",
+                             "--quiet", "--allow-host", ALLOWED_HOST,
+                             env={"IMAGE_SEARCH_TOKEN": TOKEN})
     yield service
     service.stop()

@@ -1,16 +1,15 @@
 """The runtimes that run the vectorizer model: TensorFlow, or OpenVINO on a CPU.
 
 :func:`choose_runtime` is the one rule the modelling stage, serving and evaluation
-share. ``openvino`` converts the Keras model in memory and compiles it for the CPU in
-fp32 (about twice as fast on a CPU; vectors equal to the Keras model's to cosine >=
-0.99999, which the tests check), or in bf16 or int8 (``modelling.precision``, see
-:mod:`lib.embedding.inference_model`). The Keras ``.keras`` file stays the only artifact of
-record: the conversion happens at load time, and its result is kept in a cache keyed
-by the SHA-256 of the ``model.keras`` bytes the Keras model was loaded from (not of
-whatever file is on disk later; ``$IMAGE_SEARCH_CACHE``, default
-``~/.cache/image-search``; set it empty to switch the cache off). Each entry records
-that digest and its files' digests (:mod:`lib.embedding.conversion`), so a stale, foreign or
-damaged entry is never used.
+share (it looks for a GPU without starting TensorFlow where there is none).
+``openvino`` runs the inference model's IR (:mod:`lib.embedding.inference_model`),
+compiled for the CPU in fp32, bf16 or int8 with OpenVINO's own model cache; vectors
+equal the Keras model's to cosine >= 0.99999, which the tests check. A Keras model is
+converted only to make that IR, or to serve a build older than it: the conversion is
+kept in a cache keyed by the SHA-256 of the ``model.keras`` bytes the Keras model was
+loaded from (``$IMAGE_SEARCH_CACHE``, default ``~/.cache/image-search``; set it empty
+to switch the caches off). Each entry records that digest and its files' digests
+(:mod:`lib.embedding.conversion`), so a stale, foreign or damaged entry is never used.
 """
 import functools
 import logging

@@ -11,13 +11,16 @@ would insist on the md5 of its download and try to download again).
 The ``weights`` stage runs this check before the slow stages; the modelling stage runs
 it again when it builds the model.
 """
+import contextlib
+import io
 import logging
 import os
+import sys
 import urllib.error
 from pathlib import Path
 from typing import List, Set
 
-from lib.cli import quiet_native_stderr
+from lib.cli import is_verbose, quiet_native_stderr
 from lib.errors import one_line, WeightsError
 
 logger = logging.getLogger(__name__)
@@ -104,8 +107,11 @@ def _download_imagenet() -> Path:
         import keras  # pylint: disable=import-outside-toplevel
     logger.info("downloading the ImageNet ResNet50 weights into %s", keras_cache_file())
     try:
-        return Path(keras.utils.get_file(FILE_NAME, ORIGIN, cache_subdir="models",
-                                         file_hash=MD5))
+        # Keras prints its progress on stdout, which holds results only: on stderr with
+        # -v, else the line above says it.
+        with contextlib.redirect_stdout(sys.stderr if is_verbose() else io.StringIO()):
+            return Path(keras.utils.get_file(FILE_NAME, ORIGIN, cache_subdir="models",
+                                             file_hash=MD5))
     except Exception as err:  # pylint: disable=broad-exception-caught
         # Keras wraps a failed download in a bare Exception; only that one is the user's.
         if not isinstance(err.__context__, urllib.error.URLError):

@@ -90,17 +90,18 @@ def not_applicable_metrics(queries: List[Tuple[Path, str]], reason: str) -> Dict
             "queries_evaluated": 0, "queries_without_relevant": len(queries)}
 
 
-def evaluate_engine(engine: ImageSearchEngine,
-                    queries: List[Tuple[Path, str]]) -> Tuple[Dict[str, Any], np.ndarray]:
+def evaluate_engine(engine: ImageSearchEngine, queries: List[Tuple[Path, str]]
+                    ) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
     """Ranks the collection for every query as serving does and scores the rankings.
 
     Returns:
-        The metrics (see :func:`lib.evaluation.metrics.evaluate`, plus ``index_recall@10``: the
-        index against the exact scan, see :func:`index_recall`) and the (L, 2)
-        precision-recall curve. Wall times (reading, embedding and ranking one query;
-        the exact and the index search) are logged, not returned: they differ on every
-        run, and the metrics file is tracked in git, so it must change only when the
-        search quality does.
+        The metrics (see :func:`lib.evaluation.metrics.evaluate`, plus
+        ``index_recall@10``: the index against the exact scan, see
+        :func:`index_recall`), the (L, 2) precision-recall curve and the (Q, N)
+        scores. Wall times (reading, embedding and ranking one query; the exact and
+        the index search) are logged, not returned: they differ on every run, and the
+        metrics file is tracked in git, so it must change only when the search
+        quality does.
     """
     labels = database_labels(engine.names)                                  # (N,)
     scores = np.empty((len(queries), len(engine)), dtype=np.float32)        # (Q, N)
@@ -123,7 +124,7 @@ def evaluate_engine(engine: ImageSearchEngine,
         logger.warning("%d of %d queries have no relevant image in the database and are "
                        "left out of the metrics", metrics["queries_without_relevant"],
                        metrics["queries"])
-    return metrics, curve
+    return metrics, curve, scores
 
 
 def index_recall(engine: ImageSearchEngine, vectors: List[np.ndarray],

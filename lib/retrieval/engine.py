@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 Query = Union[str, Path, np.ndarray]
 
+_FOLDERS_KEPT = 64     # folder scopes whose rows are kept (each (R,) int64)
+
 
 class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
     """Ranks a collection of embedded images by cosine similarity to a query image.
@@ -39,8 +41,7 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
             showing results.
         whitening: Optional PCA whitening fitted on ``vectors`` (the whitening stage's
             artifact), applied to the collection here and to every query.
-        query_expansion: ``k`` of average query expansion (:mod:`lib.retrieval.expansion`);
-            0 is off.
+        query_expansion: ``k`` of query expansion (:mod:`lib.retrieval.expansion`), 0 off.
         index: Optional vector index (the index stage's artifact): an approximate one
             answers :meth:`search_vector`; None or an ``exact`` one keeps the linear scan.
         index_config: The index's search-time settings (``rerank``, ``ef_search``,
@@ -69,6 +70,7 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         self.query_expansion = query_expansion
         self._rows: Optional[Dict[str, int]] = None
         self._exact: Optional[ExactIndex] = None
+        self._folders: Dict[str, np.ndarray] = {}
         self.index: SearchIndex = (
             ApproximateIndex(index, vectors, whitening, index_config or IndexConfig())
             if index is not None and index.approximate else self.exact_index())
@@ -212,30 +214,64 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         exact = self.exact_index()
         return exact.scores(expand(exact, self._query_space(vector), self.query_expansion))
 
-    def search_vector(self, vector: np.ndarray, n: int) -> List[Tuple[float, int]]:
+    def folder_rows(self, folder: str) -> np.ndarray:
+        """The sorted rows of the images under a folder of the collection: (R,).
+
+        ``folder`` is a prefix of the names at a ``/`` (``shoes``, ``2024/june``);
+        a folder that holds no image gives no rows.
+        """
+        prefix = folder.strip("/") + "/"
+        if prefix not in self._folders:
+            if len(self._folders) >= _FOLDERS_KEPT:
+                self._folders.clear()
+            self._folders[prefix] = np.flatnonzero(np.char.startswith(self.names, prefix))
+        return self._folders[prefix]
+
+    def search_vector(self, vector: np.ndarray, n: int, *, offset: int = 0,
+                      folder: Optional[str] = None,
+                      min_score: Optional[float] = None) -> List[Tuple[float, int]]:
         """The ``n`` rows most similar to an embedding, as (cosine, row), best first.
 
         Through the index: the exact scan, or an approximate index whose candidates are
         re-scored by exact cosine.
+
+        Args:
+            vector: (D,) embedding.
+            n: How many results (a page).
+            offset: Results skipped first (the pages before).
+            folder: Only images under this folder (see :meth:`folder_rows`): the scan
+                scores only them, FAISS skips every other entry as it searches.
+            min_score: Only results with at least this cosine.
         """
         n = positive_int(n, "n")
-        query = expand(self.index, self._query_space(vector), self.query_expansion)  # (D',)
-        values, rows = self.index.search(query[np.newaxis], n)                      # (1, n)
-        return [(float(value), int(row)) for value, row in zip(values[0], rows[0]) if row >= 0]
+        offset = positive_int(offset, "a non-zero offset") if offset else 0
+        within = None if folder is None else self.folder_rows(folder)
+        if within is not None and within.shape[0] == 0:
+            return []
+        query = expand(self.index, self._query_space(vector), self.query_expansion,
+                       within)                                                       # (D',)
+        values, rows = self.index.search(query[np.newaxis], offset + n, within)     # (1, K)
+        found = [(float(value), int(row)) for value, row in zip(values[0], rows[0])
+                 if row >= 0][offset:]
+        if min_score is not None:
+            found = [(value, row) for value, row in found if value >= min_score]
+        return found
 
-    def most_similar(self, query: Query, n: int = 5) -> List[Tuple[float, str]]:
+    def most_similar(self, query: Query, n: int = 5, **controls) -> List[Tuple[float, str]]:
         """The ``n`` collection images most similar to ``query``.
 
         Args:
             query: An image file path, or an OpenCV BGR ``uint8`` array.
             n: How many results; more than the collection holds returns all of it.
+            **controls: ``offset``, ``folder``, ``min_score`` (see
+                :meth:`search_vector`).
 
         Returns:
             (cosine similarity, image name) pairs, best first.
         """
         n = positive_int(n, "n")
         return [(score, str(self.names[row]))
-                for score, row in self.search_vector(self.embed(query), n)]
+                for score, row in self.search_vector(self.embed(query), n, **controls)]
 
 
 def check_index(vectors: np.ndarray, names: np.ndarray,

@@ -6,7 +6,8 @@ The artifact is a folder (``paths.index``):
   whitening fit) and the search-space dimension;
 - ``index.faiss``: the FAISS index (absent for ``exact``);
 - ``rows.npy``: (E,) ``int64``, the collection row of each index entry;
-- ``keys.npy``: (E,) ``uint64``, each entry's content key (:func:`lib.retrieval.index.row_keys`).
+- ``keys.npy``: (E,) ``uint64``, each entry's content key
+  (:func:`lib.retrieval.index_build.row_keys`).
 
 An index that does not match the collection it is loaded with (rows, dimension,
 whitening, kind or build params, or sampled content keys) is refused as stale.
@@ -21,9 +22,9 @@ import numpy as np
 from lib.artifacts import atomic_path, load_npy
 from lib.config import IndexConfig
 from lib.errors import ArtifactError, PathLike
-from lib.retrieval.index import (
-    build_faiss, build_params, check_config, resolve_kind, row_keys, space_rows, VectorIndex,
-    whitening_fingerprint)
+from lib.retrieval.index import space_rows, VectorIndex
+from lib.retrieval.index_build import (
+    build_faiss, build_params, check_config, resolve_kind, row_keys, whitening_fingerprint)
 from lib.retrieval.whitening import Whitening
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def build_index(vectors: np.ndarray, whitening: Optional[Whitening], config: Ind
         whitening: The whitening fit, or None when off.
         config: The ``index`` settings.
         previous: The last built index (see :func:`load_previous`), or None.
-        keys: (N,) content key per row; default :func:`lib.retrieval.index.row_keys`. Any key
+        keys: (N,) content key per row; default :func:`lib.retrieval.index_build.row_keys`. Any key
             that changes when a row's vector changes will do (e.g. the incremental
             pipeline's per-photo content hashes).
 

@@ -93,6 +93,22 @@ def test_default_metrics_match_the_reference(project, queries):
                                atol=1e-5)
     shown = run(["dvc", "metrics", "show"], project).stdout
     assert "metrics/evaluation.json" in shown and "mAP" in shown
+    assert "metrics/reproduction.json" in shown and "top10_checksum" in shown
+
+
+def test_the_reproduction_record_holds_each_querys_top_10(project, queries):
+    _, vectors = queries
+    record = json.loads((project / "metrics/reproduction.json").read_text(encoding="utf-8"))
+    with open(QUERY_SET / "labels.csv", encoding="utf-8") as handle:
+        paths = [row["path"] for row in csv.DictReader(handle)]
+    names = np.load(project / "data/landing/image_names.npy")
+    scores = reference_scores(project, vectors, 0)                         # (Q, N)
+    assert list(record["top10"]) == paths and record["queries"] == 20
+    for path, row in zip(paths, scores):
+        best = np.argsort(-row, kind="stable")[:10]
+        assert [name for name, _ in record["top10"][path]] == list(names[best]), path
+        np.testing.assert_allclose([score for _, score in record["top10"][path]], row[best],
+                                   atol=2e-4)
 
 
 def test_whitening_and_expansion_parity_of_serving_and_evaluation(project, queries, tmp_path):
@@ -136,12 +152,14 @@ def test_a_bad_query_set_is_one_line_error(project, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("file,class\na.jpg,shoes\n", encoding="utf-8")
     proc = run(["python", "stages/evaluate.py", str(bad), str(tmp_path / "m.json"),
-                str(tmp_path / "c.csv"), str(tmp_path / "c.png")], project, check=False)
+                str(tmp_path / "c.csv"), str(tmp_path / "c.png"), str(tmp_path / "r.json")],
+               project, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "path,label" in proc.stderr
     bad.write_text("path,label\nmissing.jpg,shoes\n", encoding="utf-8")
     proc = run(["python", "stages/evaluate.py", str(bad), str(tmp_path / "m.json"),
-                str(tmp_path / "c.csv"), str(tmp_path / "c.png")], project, check=False)
+                str(tmp_path / "c.csv"), str(tmp_path / "c.png"), str(tmp_path / "r.json")],
+               project, check=False)
     assert proc.returncode == 1 and "missing.jpg: no such file" in proc.stderr
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "c.png").exists()
     assert written_metrics(project)["queries"] == 20

@@ -6,6 +6,7 @@ outputs, and ``deleted`` inputs that an earlier stage outputs); no code, params 
 photos are ``modified``, so ``dvc.lock`` records exactly what the clone holds.
 """
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,8 @@ import zipfile
 import yaml
 
 from lib.embedding.vectorizer import MODEL_FILE
-from tests.support.helpers import REPO_ROOT, WEIGHTS, run, tool_env
+from lib.embedding.weights import FILE_NAME
+from tests.support.helpers import RAN, REPO_ROOT, WEIGHTS, run, tool_env
 
 # The modelling stage's build and save, in a process of its own.
 BUILD = ("import sys; from lib.embedding import ResNet50Helper, Vectorizer; "
@@ -56,3 +58,27 @@ def test_a_rebuilt_model_has_the_same_bytes(query_project, tmp_path):
         assert "date_saved" not in json.loads(archive.read("metadata.json"))
         assert {entry.date_time for entry in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     assert (again / MODEL_FILE).read_bytes() == built.read_bytes()
+
+
+def test_quick_start_offline_without_weights_stops_first_in_one_line_and_the_fix_works(
+        tmp_path, monkeypatch):
+    """The README's quick start on a fresh clone, offline, with no weights anywhere."""
+    clone = tmp_path / "image-search"
+    run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], tmp_path)
+    keras_home = tmp_path / "keras-home"                # an empty Keras cache
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # no internet: refused at once
+    proc = run(["dvc", "repro"], clone, check=False)
+    assert proc.returncode != 0
+    assert RAN.findall(proc.stdout + proc.stderr) == ["weights"]
+    errors = [line for line in proc.stderr.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("weights.py: error: modelling.weights:")
+    cache_file = keras_home / "models" / FILE_NAME
+    assert f"copied to {cache_file}" in errors[0]       # the fix names this clone's own path
+    assert "Traceback" not in proc.stderr and "shared" not in errors[0]
+    assert not list((clone / "data/landing").glob("*.npy")), "the ETL ran before the check"
+    cache_file.parent.mkdir(parents=True)               # the fix the line names
+    shutil.copyfile(WEIGHTS, cache_file)
+    run(["dvc", "repro"], clone)
+    assert (clone / "data/model/embedded_image_vectors.npy").is_file()

@@ -13,7 +13,8 @@ from lib.config import EtlConfig, IndexConfig, load_config
 from lib.errors import ArtifactError, ConfigError
 from lib.pinning.verify import pin
 from lib.retrieval.engine import ImageSearchEngine
-from lib.retrieval.index import ApproximateIndex, check_config
+from lib.retrieval.index import ApproximateIndex
+from lib.retrieval.index_build import check_config
 from lib.retrieval.index_store import build_index, load_index, read_index, save_index
 from lib.retrieval.whitening import fit_whitening
 from tests.support import query_project as builder
@@ -181,3 +182,30 @@ def test_an_hnsw_index_in_the_pipeline_is_pinned_evaluated_and_served(query_proj
     (project / "data/model/index/meta.json").write_text("{}")
     proc = run([sys.executable, str(REPO_ROOT / "stages/duplicates.py")], project, check=False)
     assert proc.returncode == 1 and "data/model/index (index) is not the version" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_scope_cutoff_and_paging_with_the_exact_scan_and_an_hnsw_index(kind):
+    vectors = clustered(3000)
+    names = np.array([f"{'a' if i % 3 else 'b'}/{i:05d}.jpg" for i in range(3000)])
+    config = IndexConfig(kind=kind)
+    index = build_index(vectors, None, config)[0] if kind == "hnsw" else None
+    engine = ImageSearchEngine(vectors, names, None, EtlConfig(), index=index,
+                               index_config=config)
+    exact = ImageSearchEngine(vectors, names, None, EtlConfig())
+    query = clustered(1, seed=2)[0]
+    in_b = np.flatnonzero(np.char.startswith(names, "b/"))
+    assert np.array_equal(engine.folder_rows("b"), in_b)
+    assert engine.folder_rows("b/") is engine.folder_rows("b")
+    assert engine.folder_rows("c").shape == (0,) and engine.search_vector(query, 5,
+                                                                         folder="c") == []
+    scoped = engine.search_vector(query, 10, folder="b")
+    assert len(scoped) == 10 and all(names[row].startswith("b/") for _, row in scoped)
+    truth = set(in_b[np.argsort(-exact.scores(query)[in_b], kind="stable")[:10]].tolist())
+    assert len(truth & {row for _, row in scoped}) >= 8                    # scoped recall
+    page1, page2 = engine.search_vector(query, 5), engine.search_vector(query, 5, offset=5)
+    assert engine.search_vector(query, 10) == page1 + page2
+    cutoff = page1[2][0]
+    assert engine.search_vector(query, 10, min_score=cutoff) == page1[:3]
+    with pytest.raises(ValueError, match="offset"):
+        engine.search_vector(query, 5, offset=-1)

@@ -1,4 +1,6 @@
 """``modelling.weights`` that cannot work is one line, exit 1, before the slow stages."""
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -23,7 +25,8 @@ def weights_stage(tmp_path, weights: str, **env: str) -> subprocess.CompletedPro
     project.mkdir(exist_ok=True)
     shutil.copyfile(REPO_ROOT / "params.yaml", project / "params.yaml")
     set_params(project, {"modelling.weights": weights})
-    return subprocess.run([sys.executable, str(REPO_ROOT / "stages/weights.py"), "--params",
+    return subprocess.run([sys.executable, str(REPO_ROOT / "stages/weights.py"),
+                           str(project / "weights.json"), "--params",
                            str(project / "params.yaml")], cwd=tmp_path,
                           env={**tool_env(), **env}, capture_output=True, text=True, check=False)
 
@@ -72,6 +75,7 @@ def test_unreachable_imagenet_download_is_one_line_without_tensorflow_noise(tmp_
     assert lines[-1].startswith("weights.py: error: modelling.weights: the ImageNet weights "
                                 f"could not be downloaded from {ORIGIN} (")
     assert FIX in lines[-1] and str(empty / "models" / FILE_NAME) in lines[-1]
+    assert not proc.stdout                               # stdout holds results only
 
 
 def test_imagenet_offline_route_is_the_file_in_keras_cache(tmp_path, monkeypatch):
@@ -115,3 +119,11 @@ def test_the_helper_checks_before_building(tmp_path, monkeypatch, weights):
     (tmp_path / "other.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     with pytest.raises(ValueError, match="modelling.weights: .* is not a readable HDF5"):
         resolve_weights(weights)
+
+
+def test_usable_weights_are_recorded_by_their_sha256_not_their_path(tmp_path):
+    require_shared(WEIGHTS)
+    proc = weights_stage(tmp_path, str(WEIGHTS))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "params/weights.json").read_text(encoding="utf-8"))
+    assert record == {"sha256": hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()}

@@ -91,10 +91,10 @@ def test_every_stage_refuses_bad_params_in_one_line_and_writes_nothing(tmp_path,
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_with("etl.image_size", -1)), encoding="utf-8")
     outputs = [tmp_path / f"out{i}" for i in range(4)]
-    args = {"weights": [], "etl": [REPO_ROOT / "data/master"] + outputs[:3],
+    args = {"weights": outputs[:1], "etl": [REPO_ROOT / "data/master"] + outputs[:3],
             "feature_engineering": outputs[:2], "modelling": outputs[:4],
             "whitening": outputs[:2], "index": outputs[:3],
-            "evaluate": [REPO_ROOT / "data/queries/labels.csv"] + outputs[:3]}[script]
+            "evaluate": [REPO_ROOT / "data/queries/labels.csv"] + outputs[:4]}[script]
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "stages" / f"{script}.py"),
                            *map(str, args), "--params", str(params)],
                           capture_output=True, text=True, env=tool_env(), check=False,
