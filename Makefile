@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install install-test test unit lint repro bench
+.PHONY: install install-test test unit lint repro quality bench
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ lint: install-test
 # Speed and peak memory of each stage, serving latency, search time (a few minutes).
 bench: install-test
 	$(PY) -m bench --out bench/results/latest.json
+
+# The quality gate: rebuild the demo, then refuse a mAP drop of more than 0.005 against
+# the metrics committed at HEAD (exit 3), printing what changed in the rankings.
+quality: repro
+	$(PY) stages/evaluate.py --against HEAD --max-map-drop 0.005
 
 # DVC hashes data/master before any stage runs: refuse a FIFO there before it hangs DVC.
 repro: install

@@ -38,7 +38,7 @@ from lib.photos import list_images
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-STAGES = ("etl", "feature_engineering", "modelling", "whitening", "evaluate")
+STAGES = ("weights", "etl", "feature_engineering", "modelling", "whitening", "index", "evaluate")
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "lib", "data/queries")
 ARRAYS = ("data/landing/resized_rgb.npy", "data/feature_store/feature_engineered.npy",
           "data/model/embedded_image_vectors.npy")

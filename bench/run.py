@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from bench import ray_engine
 from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
-from lib.embedding import CACHE_ENV, ResNet50Helper, Vectorizer
+from lib.config import ModellingConfig
+from lib.embedding import CACHE_ENV, MODEL_FILE, ResNet50Helper, Vectorizer, write_inference_model
 from lib.photos import list_images
 from lib.retrieval import save_whitening
 
@@ -306,12 +307,16 @@ def make_serve_project(work: Path, size: int) -> Path:
     np.save(data / "names.npy", np.array([f"{i // len(names)}/{names[i % len(names)]}"
                                           for i in range(size)]))
     shutil.copytree(work / "model", data / "model")
+    # The inference model (the IR serving runs), made from that saved model.
+    write_inference_model(data / "inference_model", data / "model" / MODEL_FILE,
+                          work / "features.npy", ModellingConfig())
     # Whitening off, as params.yaml has it (serving refuses a missing artifact).
     save_whitening(data / "model" / "whitening.npz", None, np.load(
         data / "vectors.npy", mmap_mode="r").shape[1], size)
     params = (ROOT / "params.yaml").read_text(encoding="utf-8")
     for key, value in (("images", "data/images.npy"), ("names", "data/names.npy"),
-                       ("vectors", "data/vectors.npy"), ("model", "data/model")):
+                       ("vectors", "data/vectors.npy"), ("model", "data/model"),
+                       ("inference_model", "data/inference_model")):
         params = "\n".join(f"  {key}: {value}" if line.startswith(f"  {key}:") else line
                            for line in params.splitlines())
     (project / "params.yaml").write_text(params + "\n", encoding="utf-8")

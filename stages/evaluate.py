@@ -10,6 +10,12 @@ record (each query's top 10 and their checksum, see ``lib/evaluation/reproductio
 so that ``dvc metrics diff`` after a rebuild elsewhere shows whether the rankings
 reproduced.
 
+``--against REV`` compares instead of evaluating: the workspace's metrics and
+reproduction record beside those git holds at REV (metric deltas, and the queries
+whose top 10 changed most: what entered, left or moved), as a table and, with
+``--json FILE``, as JSON; ``--max-map-drop X`` exits 3 when mAP fell by more than X
+(a quality gate: CI runs it on the demo against the committed metrics).
+
 When no query label is a folder of the collection (your own photos, say), the query
 set does not apply: the stage logs one warning, writes metrics that say so (no
 scores) and an empty curve, and succeeds, so ``dvc repro`` works on any photos.
@@ -18,6 +24,7 @@ Usage (as ``dvc.yaml`` runs it)::
 
     python stages/evaluate.py QUERY_LABELS_CSV METRICS_JSON PR_CURVE_CSV PR_CURVE_PNG \
         REPRODUCTION_JSON
+    python stages/evaluate.py --against REV [--max-map-drop X] [--json FILE]
 """
 import argparse
 import logging
@@ -36,28 +43,63 @@ from lib import cli
 from lib.artifacts import clean_leftovers, load_npy, save_json
 from lib.config import load_config
 from lib.evaluation import (
-    evaluate_engine, not_applicable, not_applicable_metrics, read_query_set, render_pr_curve,
-    reproduction_record, write_results)
+    compare, comparison_table, evaluate_engine, not_applicable, not_applicable_metrics,
+    read_query_set, render_pr_curve, reproduction_record, write_results)
 from lib.retrieval import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
+
+EXIT_QUALITY_DROP = 3        # --max-map-drop exceeded
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parses the command line."""
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("queries", type=Path, help="labelled query set, CSV path,label")
-    parser.add_argument("metrics", type=Path, help="output metrics JSON")
-    parser.add_argument("curve", type=Path, help="output precision-recall curve CSV")
-    parser.add_argument("picture", type=Path, help="output precision-recall curve PNG")
-    parser.add_argument("reproduction", type=Path, help="output reproduction record JSON")
-    return parser.parse_args(argv)
+    outputs = (("queries", "labelled query set, CSV path,label"),
+               ("metrics", "output metrics JSON"),
+               ("curve", "output precision-recall curve CSV"),
+               ("picture", "output precision-recall curve PNG"),
+               ("reproduction", "output reproduction record JSON"))
+    for name, text in outputs:
+        parser.add_argument(name, type=Path, nargs="?", help=text)
+    gate = parser.add_argument_group("comparing with another version")
+    gate.add_argument("--against", metavar="REV", default=None,
+                      help="compare the workspace's evaluation with the one git holds at REV")
+    gate.add_argument("--max-map-drop", type=float, default=None, metavar="X",
+                      help="with --against: exit 3 when mAP fell by more than X")
+    gate.add_argument("--json", type=Path, default=None, metavar="FILE",
+                      help="with --against: also write the comparison as JSON")
+    args = parser.parse_args(argv)
+    if args.against is None and (args.reproduction is None or args.max_map_drop is not None
+                                 or args.json is not None):
+        parser.error("give the five paths to evaluate, or --against REV to compare")
+    if args.max_map_drop is not None and not args.max_map_drop >= 0:
+        parser.error(f"--max-map-drop must be >= 0, got {args.max_map_drop}")
+    return args
+
+
+def against(args: argparse.Namespace) -> int:
+    """Compares with ``args.against``; 3 when mAP dropped by more than allowed."""
+    config = load_config(args.params)
+    result = compare(args.params.parent, args.against, config.paths.metrics,
+                     config.paths.reproduction)
+    print(comparison_table(result))
+    if args.json is not None:
+        save_json(args.json, result)
+    drop = -result["metrics"]["mAP"]["delta"]
+    if args.max_map_drop is not None and drop > args.max_map_drop:
+        print(f"evaluate.py: mAP fell by {drop:.4f}, more than --max-map-drop "
+              f"{args.max_map_drop}", file=sys.stderr)
+        return EXIT_QUALITY_DROP
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine as serving does, ranks every query, writes the metrics."""
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
+    if args.against is not None:
+        return against(args)
     clean_leftovers(args.metrics, args.curve, args.reproduction)
     config = load_config(args.params)
     queries = read_query_set(args.queries)

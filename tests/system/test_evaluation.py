@@ -8,6 +8,7 @@ queries embedded by the pipeline's own batch functions.
 """
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,29 @@ def test_a_query_set_applies_only_when_a_label_is_a_collection_folder():
     metrics = not_applicable_metrics(queries, flat)
     assert metrics == {"applicable": False, "reason": flat, "queries": 2,
                        "queries_evaluated": 0, "queries_without_relevant": 2}
+
+
+def test_against_a_revision_gates_on_a_map_drop(project, tmp_path):
+    copy = Path(shutil.copytree(project, tmp_path / "copy", symlinks=True))
+    run(["git", "add", "-A"], copy)
+    run(["git", "commit", "-q", "-m", "evaluated"], copy)
+    same = run(["python", "stages/evaluate.py", "--against", "HEAD", "--max-map-drop", "0",
+                "--json", str(tmp_path / "same.json")], copy, check=False)
+    assert same.returncode == 0, same.stderr
+    assert "top 10 changed for 0 of 20 queries" in same.stdout
+    assert json.loads((tmp_path / "same.json").read_text())["metrics"]["mAP"]["delta"] == 0
+    set_params(copy, {"whitening.dim": 2})                  # a made-worse version
+    run(["dvc", "repro"], copy)
+    worse = run(["python", "stages/evaluate.py", "--against", "HEAD", "--max-map-drop", "0.01",
+                 "--json", str(tmp_path / "worse.json")], copy, check=False)
+    assert worse.returncode == 3, worse.stderr
+    assert worse.stderr.startswith("evaluate.py: mAP fell by ") and \
+        worse.stderr.count("\n") == 1
+    result = json.loads((tmp_path / "worse.json").read_text())
+    assert result["metrics"]["mAP"]["delta"] < -0.01 and result["changed_queries"]
+    first = result["changed_queries"][0]
+    assert first["shared"] + len(first["entered"]) == 10 and \
+        len(first["entered"]) == len(first["left"])
+    assert run(["python", "stages/evaluate.py", "--against", "HEAD"], copy).returncode == 0
+    bad = run(["python", "stages/evaluate.py", "--against", "no-such-rev"], copy, check=False)
+    assert bad.returncode == 1 and "not a git revision" in bad.stderr
