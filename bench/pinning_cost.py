@@ -4,6 +4,8 @@ Times ``lib.pinning.verify.verify_workspace`` on a built project: DVC's import a
 opening (paid once per process), the check with DVC's stat cache warm (the usual case:
 ``dvc repro``, ``pull`` and ``checkout`` fill it), and the check with the stat cache
 cold for the served artifacts (their mtime changed, so DVC re-reads and re-hashes them).
+Each includes the private copy of the served artifacts (every byte hashed);
+``bench/verify_cost.py`` times the check and the copy apart.
 
 Usage::
 

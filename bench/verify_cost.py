@@ -1,24 +1,35 @@
-"""What full verification (``--verify-full``) costs serving, against the default check.
+"""What verifying and privately copying the served artifacts costs serving.
 
 Builds a real DVC project of the serving layout at N photos with synthetic artifacts of
 the real sizes (names, (N, 2048) float32 vectors, (N, 224, 224, 3) uint8 landing
 images, a model file the size of the saved ResNet50, N small files in ``data/master``),
-runs ``dvc repro`` once, then times ``lib.pinning.verify.verify_workspace`` both ways, each
-including the lock, the snapshot and its release: the default check (DVC's stat cache
-warm, as after ``dvc repro``/``pull``/``checkout``) and full verification (every served
-byte read and hashed), beside the baseline of reading and md5-hashing the same bytes
-with ``hashlib`` alone (what any full check must at least do). The files were just
-written, so they are mostly read from the page cache: a cold disk adds its read time.
+runs ``dvc repro`` once, then times what serving pays before it loads:
+
+- ``check``: the checks against ``dvc.lock`` alone (DVC's stat cache warm, as after
+  ``dvc repro``/``pull``/``checkout``), under DVC's repository lock;
+- ``pin``: the check plus the private snapshot (a reflink where the file system has
+  them, else a real copy; every byte md5-hashed as it is copied and compared with
+  ``dvc.lock``) and its release: what ``lib.pinning.verify.verify_workspace`` costs
+  now; ``pin - check`` is the copy;
+
+beside three floors on the same bytes: reading and md5-hashing them with ``hashlib``
+(what any byte-level check must at least do), copying them with ``shutil.copyfile``,
+and hard-linking them (what the old snapshot cost, and why it was not private). The
+files were just written, so they are mostly read from the page cache: a cold disk adds
+its read time. ``--dir`` builds the project in another folder (e.g. on XFS or Btrfs, to
+measure reflinks).
 
 Usage::
 
-    nice -n 10 python bench/verify_cost.py [--n 10000] [--repeat 3] [--out FILE]
+    nice -n 10 python bench/verify_cost.py [--n 10000] [--repeat 3] [--dir DIR] [--out FILE]
 """
 import argparse
 import hashlib
 import json
+import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,63 +93,112 @@ def build(project: Path, n: int) -> float:
     return time.perf_counter() - started
 
 
-def timed(project: Path, config: Config, full: bool) -> float:
-    """Seconds of one verification (lock, checks, snapshot, release)."""
+def timed(func) -> float:
+    """Seconds one call of ``func`` takes."""
     started = time.perf_counter()
-    verify_workspace(project, config, full=full).release()
+    func()
     return time.perf_counter() - started
 
 
-def plain_md5(files) -> float:
-    """Seconds to read and md5 every byte of ``files`` with hashlib (the floor)."""
-    started = time.perf_counter()
+def plain_md5(files) -> None:
+    """Reads and md5-hashes every byte of ``files`` with hashlib (the floor)."""
     for path in files:
         digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):  # pylint: disable=cell-var-from-loop
                 digest.update(block)
-    return time.perf_counter() - started
 
 
-def main() -> int:
+def plain_copy(files, target: Path, link: bool = False) -> None:
+    """Copies (or hard-links) ``files`` into ``target``, then removes them."""
+    target.mkdir()
+    for number, path in enumerate(files):
+        if link:
+            os.link(path, target / str(number))
+        else:
+            shutil.copyfile(path, target / str(number))
+    shutil.rmtree(target)
+
+
+def used_bytes(folder: Path) -> int:
+    """Bytes the file system holds for what is under ``folder`` (``du``: a reflink
+    shares its blocks, but ``du`` counts them for each file)."""
+    proc = subprocess.run(["du", "-sB1", str(folder)], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout.split()[0])
+
+
+def main() -> int:  # pylint: disable=too-many-locals
     """Prints the timings and writes them as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="build the project under this folder (default: the system's "
+                             "temporary folder)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="verify-cost-") as folder:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="verify-cost-", dir=args.dir) as folder:
         project = Path(folder)
         repro = build(project, args.n)
         config = Config.from_dict(yaml.safe_load((project / "params.yaml").read_text()))
         files = [item for key, path in config.paths.resolve(project).items() if key in SERVED
                  for item in ([path] if path.is_file() else sorted(path.rglob("*")))]
         served = sum(path.stat().st_size for path in files)
-        first = timed(project, config, full=False)
-        default, full, plain = [], [], []
+        first = timed(lambda: verify_workspace(project, config).release())
+        held = verify_workspace(project, config)
+        logging.getLogger("lib.pinning").setLevel(logging.DEBUG)
+        stats = []
+        handler = _Collect(stats)
+        logging.getLogger("lib.pinning.snapshot").addHandler(handler)
+        verify_workspace(project, config).release()
+        logging.getLogger("lib.pinning.snapshot").removeHandler(handler)
+        snapshot_bytes = used_bytes(held.snapshot)
+        check, pinned, md5, copy, link = [], [], [], [], []
         for _ in range(args.repeat):          # interleaved: the same load for each
-            default.append(timed(project, config, full=False))
-            full.append(timed(project, config, full=True))
-            plain.append(plain_md5(files))
+            check.append(timed(lambda: verify_workspace(project, config, reuse=held)))
+            pinned.append(timed(lambda: verify_workspace(project, config).release()))
+            md5.append(timed(lambda: plain_md5(files)))
+            copy.append(timed(lambda: plain_copy(files, project / "plain-copy")))
+            link.append(timed(lambda: plain_copy(files, project / "plain-link", link=True)))
+        held.release()
+    median = {name: statistics.median(values) for name, values in
+              {"check": check, "pin": pinned, "md5": md5, "copy": copy, "link": link}.items()}
     result = {
         "n": args.n, "served_bytes": served, "dvc_repro_s": round(repro, 1),
-        "first_check_s": round(first, 3),
-        "default_check_s": round(statistics.median(default), 3),
-        "full_check_s": round(statistics.median(full), 3),
-        "full_mb_per_s": round(served / 1e6 / statistics.median(full), 1),
-        "plain_md5_s": round(statistics.median(plain), 3),
-        "full_over_plain": round(statistics.median(full) / statistics.median(plain), 2),
-        "repeat": args.repeat, "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+        "folder": str(args.dir or tempfile.gettempdir()), "snapshot": stats[-1] if stats else "",
+        "snapshot_du_bytes": snapshot_bytes, "first_pin_s": round(first, 3),
+        "check_s": round(median["check"], 3), "pin_s": round(median["pin"], 3),
+        "copy_and_md5_s": round(median["pin"] - median["check"], 3),
+        "copy_mb_per_s": round(served / 1e6 / max(median["pin"] - median["check"], 1e-9), 1),
+        "plain_md5_s": round(median["md5"], 3), "plain_copy_s": round(median["copy"], 3),
+        "hard_links_s": round(median["link"], 4),
+        "repeat": args.repeat, "load_average_before": load_before,
+        "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
         "machine": platform.machine(),
     }
-    print(f"N={args.n}: {served / 1e6:.0f} MB served; default check "
-          f"{result['default_check_s']} s, full verification {result['full_check_s']} s "
-          f"({result['full_mb_per_s']} MB/s; plain read + md5 of the same bytes "
-          f"{result['plain_md5_s']} s; first check in the process {first:.2f} s; "
-          f"load average {os.getloadavg()[0]:.1f})")
+    print(f"N={args.n}: {served / 1e6:.0f} MB served ({result['snapshot']}); check "
+          f"{result['check_s']} s, check + private copy + md5 {result['pin_s']} s (the copy "
+          f"{result['copy_and_md5_s']} s, {result['copy_mb_per_s']} MB/s); floors: read + "
+          f"md5 {result['plain_md5_s']} s, plain copy {result['plain_copy_s']} s, hard "
+          f"links {result['hard_links_s']} s; snapshot on disk {snapshot_bytes / 1e6:.0f} MB "
+          f"(du); load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+class _Collect(logging.Handler):
+    """Keeps the snapshot's own description (files, MB, reflinked or copied, seconds)."""
+
+    def __init__(self, into: list):
+        super().__init__(logging.DEBUG)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("serving snapshot "):
+            self.into.append(record.getMessage().split(": ", 1)[1])
 
 
 if __name__ == "__main__":

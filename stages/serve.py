@@ -9,15 +9,19 @@ Prints which artifact version answers, rank, score and name, and writes a pictur
 the results.
 
 Before loading, the artifacts are checked against the versions recorded in
-``dvc.lock``, under DVC's repository lock, and loaded from a private snapshot of what
-was checked (``--verify-full`` hashes every byte instead of trusting DVC's stat cache;
-``--no-verify`` skips the check); ``--rev`` serves the artifacts recorded at any git
-revision, fetched through DVC without a checkout. Image names are printed escaped
-(:func:`lib.errors.printable`), so each result is one line whatever the file names.
+``dvc.lock``, under DVC's repository lock, then copied into a private snapshot (a
+reflink, else a real copy), every byte hashed as it is copied and compared with
+``dvc.lock``, and loaded from there (``--no-verify`` skips the check, and the version
+line names the md5 of the vectors actually loaded); ``--rev`` serves the artifacts
+recorded at any git revision, fetched through DVC without a checkout. Image names are
+printed escaped (:func:`lib.errors.printable`), so each result is one line whatever
+the file names.
 
 Warm mode (``-`` as the query) loads everything once, then answers one query path per
-line of stdin, each with a result block ended by an empty line; a bad query gets a
-one-line ``error:`` block and the loop goes on.
+line of stdin (bytes, not necessarily UTF-8), each with a result block ended by an
+empty line; a bad query (missing, unreadable, a folder, a FIFO, a name too long, not an
+image) gets a one-line ``error:`` block naming the path and the reason, and the loop
+goes on.
 
 ``--http`` runs the resident search service with its web page instead
 (:mod:`lib.service`): loaded once, answering over HTTP until interrupted.
@@ -28,9 +32,11 @@ Usage::
                            [--verify-full | --no-verify]
     printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--output result.png]
     python stages/serve.py --http [--host 127.0.0.1] [--port 8000] [--rev REV]
-                           [--verify-full | --no-verify]
+                           [--verify-full | --no-verify] [--allow-host NAME]
+                           [--token TOKEN] [--quiet]
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -66,8 +72,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "commit (fetched from the DVC cache or remote, no checkout)")
     check = parser.add_mutually_exclusive_group()
     check.add_argument("--verify-full", action="store_true",
-                       help="hash every byte of the artifacts instead of trusting DVC's stat "
-                            "cache (catches a corrupted DVC cache object; reads every file)")
+                       help="hash every byte of the artifacts (now always done: they are "
+                            "hashed as they are copied; kept for scripts)")
     check.add_argument("--no-verify", action="store_true",
                        help="skip checking the artifacts against dvc.lock")
     http = parser.add_argument_group("HTTP service")
@@ -78,13 +84,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                            "127.0.0.1)")
     http.add_argument("--port", type=int, default=None,
                       help="port (default: service.port in params.yaml, 8000; 0: any free)")
+    http.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                      help="also answer requests for this Host name (repeatable; besides "
+                           "localhost, IP addresses and service.allowed_hosts; * for any)")
+    http.add_argument("--token", default=None,
+                      help="require 'Authorization: Bearer TOKEN' on every data request "
+                           "(default: $IMAGE_SEARCH_TOKEN; prefer it, a command line is "
+                           "visible to other users of the machine)")
+    http.add_argument("--quiet", action="store_true",
+                      help="no access log (one line per request on stderr)")
     args = parser.parse_args(argv)
     if args.http and args.query is not None:
         parser.error("--http takes no query: upload queries to the service instead")
     if not args.http and args.query is None:
         parser.error("a query image (or -, or --http) is required")
-    if not args.http and (args.host is not None or args.port is not None):
-        parser.error("--host and --port go with --http")
+    service_only = (args.host, args.port, args.token, args.allow_host or None,
+                    args.quiet or None)
+    if not args.http and any(value is not None for value in service_only):
+        parser.error("--host, --port, --allow-host, --token and --quiet go with --http")
     if args.http and (args.n is not None or args.output is not None):
         parser.error("-n and --output do not apply to --http (each request gives n)")
     if args.port is not None and not 0 <= args.port <= 65535:
@@ -121,8 +138,10 @@ def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> in
         0 if every query was answered, 1 if some failed (each reported in one line).
     """
     failed = 0
-    for count, line in enumerate(sys.stdin, start=1):
-        text = line.strip()
+    # Bytes, decoded as the file system decodes names: a path that is not UTF-8 is
+    # still that path (and is shown escaped), never a crash of the loop.
+    for count, line in enumerate(sys.stdin.buffer, start=1):
+        text = os.fsdecode(line.rstrip(b"\r\n").strip(b" \t"))
         if not text:
             continue
         picture = None if output is None else output.with_name(
@@ -145,7 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from lib.service import serve_http  # pylint: disable=import-outside-toplevel
         return serve_http(args.params, rev=args.rev, verify=not args.no_verify,
                           full=args.verify_full, host=args.host, port=args.port,
-                          verbose=args.verbose)
+                          verbose=args.verbose, allow_hosts=args.allow_host,
+                          token=args.token, quiet=args.quiet)
     config = load_config(args.params)
     n = args.n if args.n is not None else config.serve.top_n
     data = None

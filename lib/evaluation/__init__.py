@@ -6,7 +6,7 @@
 - :mod:`lib.evaluation.reproduction`: each query's top 10, comparable across machines.
 - :mod:`lib.evaluation.compare`: the workspace's evaluation against a git revision's.
 """
-from lib.evaluation.compare import compare, table as comparison_table
+from lib.evaluation.compare import compare, result_changes, table as comparison_table
 from lib.evaluation.plots import render_pr_curve
 from lib.evaluation.reproduction import reproduction_record
 from lib.evaluation.query_set import (
@@ -14,4 +14,4 @@ from lib.evaluation.query_set import (
 
 __all__ = ["compare", "comparison_table", "evaluate_engine", "not_applicable",
            "not_applicable_metrics", "read_query_set", "render_pr_curve",
-           "reproduction_record", "write_results"]
+           "reproduction_record", "result_changes", "write_results"]

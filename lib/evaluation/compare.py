@@ -9,7 +9,7 @@ metric by metric and query by query (which results entered or left each query's 
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from lib.errors import InputError, PathLike
 
@@ -60,13 +60,21 @@ def changed_queries(old: Dict[str, List[List[Any]]], new: Dict[str, List[List[An
         after = [name for name, _ in new[query]]
         if before == after:
             continue
-        shared = set(before) & set(after)
-        found.append({"query": query, "shared": len(shared),
-                      "entered": [name for name in after if name not in shared],
-                      "left": [name for name in before if name not in shared],
-                      "moved": sum(before.index(name) != after.index(name)
-                                   for name in shared)})
+        changes = result_changes(before, after)
+        found.append({"query": query, "shared": len(after) - len(changes["entered"]),
+                      "entered": changes["entered"], "left": changes["left"],
+                      "moved": len(changes["moved"])})
     return sorted(found, key=lambda item: (item["shared"], -item["moved"], item["query"]))
+
+
+def result_changes(before: Sequence[str], after: Sequence[str]) -> Dict[str, Any]:
+    """How a ranked list of names changed: ``entered``, ``left``, and ``moved`` as
+    ``{name: (rank before, rank after)}`` (ranks from 1)."""
+    return {"entered": [name for name in after if name not in before],
+            "left": [name for name in before if name not in after],
+            "moved": {name: (before.index(name) + 1, after.index(name) + 1)
+                      for name in after if name in before
+                      and before.index(name) != after.index(name)}}
 
 
 def compare(root: PathLike, rev: str, metrics_path: str, record_path: str) -> Dict[str, Any]:

@@ -13,8 +13,10 @@ from lib.photos.files import Skipped, dvc_hazards, hazard_of
 from lib.photos.images import (
     decode_with, etl_transform, list_images, load_image, max_file_bytes, read_file, read_image,
     read_image_bgr)
-from lib.photos.pictures import query_caption, render_group, render_results
+from lib.photos.pictures import (
+    query_caption, render_comparison, render_group, render_results)
 
 __all__ = ["Skipped", "decode_with", "dvc_hazards", "etl_transform", "hazard_of",
            "list_images", "load_image", "max_file_bytes", "query_caption", "read_file",
-           "read_image", "read_image_bgr", "render_group", "render_results", "run_etl"]
+           "read_image", "read_image_bgr", "render_comparison", "render_group", "render_results",
+           "run_etl"]

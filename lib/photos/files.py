@@ -10,7 +10,10 @@ named with a one-line reason, never followed and never opened:
 - FIFOs, sockets and devices: refused. Opening a FIFO blocks until a writer appears,
   so they are found by their type from the directory listing, without opening them.
 
-Hidden entries (a name starting with ``.``) are not part of the collection either.
+Hidden entries (a name starting with ``.``) are not part of the collection either; a
+hidden image file, and a hidden folder (once, not its contents), are listed with that
+reason, so a photo left out is never left out silently (``.DS_Store`` and other hidden
+files that are not images are not listed, as no other non-image file is).
 :func:`scan_collection` is the ETL's listing; :func:`dvc_hazards` lists what would make
 DVC itself hang or fail when it hashes the folder (``dvc status``, ``dvc repro``, the
 serving pin check), hidden entries included.
@@ -57,16 +60,28 @@ def _link_reason(path: Path) -> str:
 
 
 def _walk(root: Path, hidden: bool) -> Iterator[Tuple[Path, os.DirEntry]]:
-    """Every entry under ``root``, depth first, in sorted order, links never followed."""
+    """Every entry under ``root``, depth first, in sorted order, links never followed.
+
+    Without ``hidden``, a hidden entry is yielded but a hidden folder not entered.
+    """
     with os.scandir(root) as listing:
         entries = sorted(listing, key=lambda entry: entry.name)
     for entry in entries:
-        if not hidden and entry.name.startswith("."):
-            continue
         path = root / entry.name
         yield path, entry
-        if entry.is_dir(follow_symlinks=False):
+        if entry.is_dir(follow_symlinks=False) and (hidden or not entry.name.startswith(".")):
             yield from _walk(path, hidden)
+
+
+def _hidden_reason(path: Path, entry: os.DirEntry, image: bool) -> Optional[str]:
+    """Why a hidden entry is left out, for a hidden folder or image file; else None."""
+    if entry.is_dir(follow_symlinks=False):
+        return (f"{path}: hidden folder (its name starts with '.'), its files are not part "
+                "of the collection: rename it to include them")
+    if image:
+        return (f"{path}: hidden file (its name starts with '.'), not part of the "
+                "collection: rename it to include it")
+    return None
 
 
 def scan_collection(root: PathLike, extensions: frozenset) -> Tuple[List[Path], List[Skipped]]:
@@ -78,8 +93,9 @@ def scan_collection(root: PathLike, extensions: frozenset) -> Tuple[List[Path], 
 
     Returns:
         The regular files with an image suffix, and the skipped entries: every
-        symbolic link to a folder, every other link with an image suffix, and every
-        FIFO, socket or device whatever its name (DVC would block on it).
+        symbolic link to a folder, every other link with an image suffix, every
+        FIFO, socket or device whatever its name (DVC would block on it), and every
+        hidden folder and hidden image file.
 
     Raises:
         InputError: ``root`` is missing or not a directory.
@@ -91,7 +107,11 @@ def scan_collection(root: PathLike, extensions: frozenset) -> Tuple[List[Path], 
     skipped: List[Skipped] = []
     for path, entry in _walk(root, hidden=False):
         image = path.suffix.lower() in extensions
-        if entry.is_symlink():
+        if entry.name.startswith("."):
+            reason = _hidden_reason(path, entry, image)
+            if reason:
+                skipped.append(Skipped(path, reason))
+        elif entry.is_symlink():
             if image or entry.is_dir():
                 skipped.append(Skipped(path, _link_reason(path)))
         elif entry.is_file(follow_symlinks=False):

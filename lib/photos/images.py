@@ -6,6 +6,7 @@ Decoding the bytes (header checks, reduced JPEG decode) is :mod:`lib.photos.deco
 """
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -74,35 +75,74 @@ def read_image_bgr(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def read_file(path: PathLike, max_bytes: Optional[int] = None) -> bytes:
-    """The bytes of an image file, as one-line errors for the usual mistakes.
+    """The bytes of an image file, as one-line errors for every way reading can fail.
+
+    Every ``OSError`` (and the ``ValueError`` of a path holding a NUL character) is
+    an :class:`ImageReadError` naming the path (raw: :func:`lib.errors.one_line` shows it
+    escaped) and the reason: missing, a broken link or link loop, a name too long, no permission, a
+    folder, a FIFO, socket or device (found by ``stat``, never opened; the open itself
+    does not block and its type is checked again on the descriptor), too large, or a
+    read error.
 
     Args:
         path: The file.
         max_bytes: Refuse a larger file from its size, before reading it (None: any).
 
     Raises:
-        ImageReadError: The path is missing, a broken link, not a regular file (a
-            FIFO is never opened), larger than ``max_bytes``, or unreadable.
+        ImageReadError: It cannot be read, or is larger than ``max_bytes``.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: " + ("broken link" if path.is_symlink() else "no such file"))
-    if not path.is_file():
-        raise ImageReadError(f"{path}: not a file")
+    shown = str(path)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if max_bytes is not None and size > max_bytes:
-                raise ImageReadError(f"{path}: file of {size} bytes exceeds the limit of "
-                                     f"{max_bytes} bytes for images of up to etl.max_pixels "
-                                     "pixels")
+        info = os.stat(path)                           # follows links, opens nothing
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(f"{shown}: not a file ({_file_kind(info.st_mode)})")
+        # Non-blocking: a FIFO swapped in after the check cannot block the open.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except ImageReadError:
+        raise
+    except FileNotFoundError as err:
+        reason = "broken link" if path.is_symlink() else "no such file"
+        raise ImageReadError(f"{shown}: {reason}") from err
+    except (OSError, ValueError) as err:
+        raise ImageReadError(f"{shown}: cannot read ({_reason(err)})") from err
+    with open(descriptor, "rb", closefd=True) as handle:
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageReadError(f"{shown}: not a file ({_file_kind(info.st_mode)})")
+            if max_bytes is not None and info.st_size > max_bytes:
+                raise ImageReadError(f"{shown}: file of {info.st_size} bytes exceeds the "
+                                     f"limit of {max_bytes} bytes for images of up to "
+                                     "etl.max_pixels pixels")
+            os.set_blocking(descriptor, True)
             data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
-    except OSError as err:
-        raise ImageReadError(f"{path}: cannot read ({err.strerror})") from err
+        except OSError as err:
+            raise ImageReadError(f"{shown}: cannot read ({_reason(err)})") from err
     if max_bytes is not None and len(data) > max_bytes:           # it grew while read
-        raise ImageReadError(f"{path}: file exceeds the limit of {max_bytes} bytes for "
+        raise ImageReadError(f"{shown}: file exceeds the limit of {max_bytes} bytes for "
                              "images of up to etl.max_pixels pixels")
     return data
+
+
+def _reason(err: BaseException) -> str:
+    """An OS error's reason without the path it repeats (``Permission denied``)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def _to_square(rgb: np.ndarray, config: EtlConfig) -> np.ndarray:

@@ -126,6 +126,31 @@ def render_results(query_rgb: np.ndarray, matches: Sequence[Tuple[np.ndarray, st
     _write_png(_row_picture(entries, tile, divider=True), path)
 
 
+def render_comparison(query_rgb: np.ndarray,
+                      versions: Sequence[Tuple[str, Sequence[Tuple[np.ndarray, str, float]]]],
+                      path: PathLike, tile: int = 224, query_name: str = "query") -> None:
+    """Writes the results of one query at several versions, a row each, as a PNG.
+
+    Args:
+        query_rgb: The query image, (H, W, 3) RGB.
+        versions: (label, matches) per version, matches as for :func:`render_results`;
+            each row starts with the query, captioned with the version's label.
+        path: Output ``.png``.
+        tile: Side of each image tile in pixels.
+        query_name: The query's caption (see :func:`query_caption`).
+    """
+    rows = [_row_picture([(query_rgb, label[:24], query_name)] + [
+        (rgb, f"#{i}  {score:.4f}", name) for i, (rgb, name, score) in enumerate(matches, 1)],
+        tile, divider=True) for label, matches in versions]
+    width = max(row.shape[1] for row in rows)
+    canvas = np.full((sum(row.shape[0] for row in rows), width, 3), 255, dtype=np.uint8)
+    top = 0
+    for row in rows:
+        canvas[top:top + row.shape[0], :row.shape[1]] = row
+        top += row.shape[0]
+    _write_png(canvas, path)                                       # (H, W, 3) RGB
+
+
 def render_group(members: Sequence[Tuple[np.ndarray, str, float]], path: PathLike,
                  tile: int = 224) -> None:
     """Writes a near-duplicate group side by side as a PNG (atomically).

@@ -3,7 +3,9 @@
 The artifacts recorded in that revision's ``dvc.lock`` come through
 ``dvc.api.DVCFileSystem`` (the DVC cache, else the default remote) into a
 content-addressed folder, are checked against their recorded hashes, and are reused
-on later calls.
+on later calls. Serving loads from private copies of them (:func:`snapshot`), hashed as
+they are copied, as for the workspace: that folder is shared by every server of the
+revision and kept, so a write into it must not reach one that is running.
 """
 import contextlib
 import logging
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from lib.config import Config, parse_yaml
 from lib.errors import ConfigError, one_line, PathLike, PinningError
 from lib.pinning.served import PinnedArtifacts
-from lib.pinning.snapshot import content_hash
+from lib.pinning.snapshot import content_hash, snapshot
 from lib.pinning.workspace import (
     check_consistent_build, relpath, served_outputs, served_version, short_hash, upstream_stages)
 
@@ -30,22 +32,24 @@ REV_CACHE = Path(".dvc") / "tmp" / "serve-revs"
 
 
 def pin_revision(root: PathLike, rev: str, verify: bool = True,
-                 cache_dir: Optional[PathLike] = None, full: bool = False) -> PinnedArtifacts:
+                 cache_dir: Optional[PathLike] = None) -> PinnedArtifacts:
     """Fetches the served artifacts recorded at a git revision, without a checkout.
 
     Artifacts come through ``DVCFileSystem`` (the DVC cache, else the default remote)
-    into ``cache_dir/<md5>/`` and are reused on later calls.
+    into ``cache_dir/<md5>/`` and are reused on later calls; what is returned is a
+    private snapshot of them, every byte hashed as it was copied.
 
     Args:
         root: The repository root.
         rev: A git tag, branch or commit.
-        verify: Re-hash artifacts already fetched (fresh fetches are always hashed).
+        verify: Refuse copies whose bytes are not the recorded version (fresh fetches
+            are always checked); without it they are served, marked unverified, under
+            the md5 of their bytes.
         cache_dir: Where fetched artifacts are kept; default ``.dvc/tmp/serve-revs``.
-        full: Hash every byte, not trusting DVC's stat cache for fetched copies.
 
     Returns:
-        Local paths of the artifacts, the configuration of that revision, and its
-        version.
+        Local paths of the artifacts (in the snapshot; release it once loaded), the
+        configuration of that revision, and its version.
 
     Raises:
         PinningError: Unknown revision, nothing recorded there, or an artifact that
@@ -77,12 +81,25 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
             raise PinningError(str(err)) from err
         outs = served_outputs(repo, config.paths, where=f"dvc.lock at revision {rev!r}")
         check_consistent_build(repo, upstream_stages(repo, outs), where=f"revision {rev!r}")
-        paths = {key: _fetch(dvcfs, repo, out, cache, verify, rev, full)
-                 for key, out in outs.items()}
+        paths = {key: _fetch(dvcfs, repo, out, cache, rev) for key, out in outs.items()}
         version = served_version(repo, outs, rev)
     finally:
         dvcfs.close()
-    return PinnedArtifacts(paths=paths, config=config, version=version)
+    folder, copies, manifests = snapshot(root, paths)
+    pinned = PinnedArtifacts(paths=copies, config=config, version=version, snapshot=folder,
+                             manifests=manifests)
+    differing = pinned.differing()
+    if differing and verify:
+        pinned.release()
+        key = differing[0]
+        raise PinningError(f"{paths[key]} (cached copy of {key} at {rev!r}) has md5 "
+                           f"{pinned.served_md5()[key]}, dvc.lock records "
+                           f"{short_hash(version.hashes[key])}: delete it to fetch it again")
+    if differing:
+        logger.warning("the cached copy of %s at %r is not the version dvc.lock records: "
+                       "serving it unverified", ", ".join(differing), rev)
+        return pinned.as_loaded("unverified")
+    return pinned
 
 
 def _check_commit(root: Path, rev: str) -> None:
@@ -100,9 +117,12 @@ def _check_commit(root: Path, rev: str) -> None:
                            f"{root} (give a tag, branch or commit id, e.g. HEAD or v1)")
 
 
-def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str,  # pylint: disable=too-many-arguments
-           full: bool = False) -> Path:
-    """One output at a revision, fetched once into ``cache/<md5>/<name>`` and verified."""
+def _fetch(dvcfs, repo: "Repo", out, cache: Path, rev: str) -> Path:
+    """One output at a revision, fetched once into ``cache/<md5>/<name>``.
+
+    A fresh fetch is hashed with DVC before it is kept; a kept one is hashed byte by
+    byte when :func:`pin_revision` copies it.
+    """
     # pylint: disable=import-outside-toplevel
     from dvc.exceptions import DvcException
     from dvc_data.index import DataIndexError
@@ -110,9 +130,6 @@ def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str,  # pyl
     expected = out.hash_info
     target = cache / str(expected.value).removesuffix(".dir") / Path(name).name
     if target.exists():
-        if verify:
-            _check_hash(repo, target, expected, f"{target} (cached copy of {name} at "
-                        f"{rev!r})", "delete it to fetch it again", full)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _scratch(target.parent) as scratch:
@@ -130,20 +147,9 @@ def _fetch(dvcfs, repo: "Repo", out, cache: Path, verify: bool, rev: str,  # pyl
     return target
 
 
-def _check_hash(repo: "Repo", path: Path, expected, what: str, remedy: str,  # pylint: disable=too-many-arguments
-                full: bool = False) -> None:
-    """Hashes a local file or folder with DVC and compares it with ``expected``.
-
-    DVC's stat cache answers for files it has hashed before, unless ``full``.
-    """
-    # pylint: disable=import-outside-toplevel
-    from dvc_data.hashfile.build import build
-    from dvc.fs import LocalFileSystem
-    if full:
-        value = content_hash(repo, path, expected.name)
-    else:
-        value = build(repo.cache.local, str(path), LocalFileSystem(), expected.name,
-                      dry_run=True)[2].hash_info.value
+def _check_hash(repo: "Repo", path: Path, expected, what: str, remedy: str) -> None:
+    """Hashes a fresh local file or folder with DVC, from its bytes, against ``expected``."""
+    value = content_hash(repo, path, expected.name)
     if value != expected.value:
         raise PinningError(f"{what} has md5 {short_hash(value)}, dvc.lock records "
                            f"{short_hash(expected.value)}: {remedy}")

@@ -1,29 +1,28 @@
 """What serving loads is what it verified: DVC's lock, private snapshots, content hashes.
 
 :mod:`lib.pinning.verify` checks the served artifacts against ``dvc.lock``; this module makes
-that check hold until the engine has loaded them:
+that check hold for as long as the engine answers:
 
 - :func:`repository_lock` holds DVC's own repository lock (the one ``dvc repro``,
   ``dvc checkout`` and ``dvc pull`` take) while the artifacts are checked, so no DVC
-  command changes them halfway through the check.
-- :func:`snapshot` then hard-links the checked files into a private folder under
-  ``.dvc/tmp/serve-pins/``, still under the lock. DVC replaces a file by a new one
-  (it never writes into a checked-out file), so the snapshot keeps the very inodes
-  that were checked whatever happens in the workspace next: the engine loads from it,
-  and a ``dvc checkout`` during a slow load cannot mix versions. (Where hard links are
-  impossible, e.g. across file systems, the files are copied instead.)
-- :func:`check_content` is full verification: it hashes the snapshot's bytes with
-  DVC's own hashing but without DVC's stat cache, which trusts a file whose inode,
-  size and mtime it has seen before. A corrupted DVC cache object checked out into the
-  workspace passes ``dvc status`` and the default check; full verification refuses it
-  and names the corrupted cache object.
+  command changes them halfway through the check. It is held for the check only:
+  never while the files are copied or the model loads.
+- :func:`snapshot` then makes private copies of the checked files in a folder under
+  ``.dvc/tmp/serve-pins/`` (a reflink, else a real copy; never a hard link, which would
+  share an in-place write into the workspace file or, with DVC's link cache types, the
+  DVC cache object: :mod:`lib.pinning.copies`), hashing every byte it copies. The
+  engine loads from the copies; the caller compares their md5 with ``dvc.lock``, so a
+  ``dvc checkout`` that lands while they are copied, or bytes that changed without
+  DVC's stat cache noticing, are caught, and a version is served whole or not at all.
+- :func:`content_hash` and :func:`content_mismatch`: DVC's hash of a file or folder
+  read from its bytes (never from DVC's stat cache), and the one-line refusal of bytes
+  that are not the recorded version, naming a corrupted DVC cache object when that is
+  where they came from.
 - :func:`refuse_hazards` finds what would make DVC hang or fail before DVC opens it
   (a FIFO in ``data/master``, a broken link, a link loop; see :mod:`lib.photos.files`).
 """
 import contextlib
 import copy
-import errno
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from lib.errors import PinningError
+from lib.pinning.copies import CopyStats, file_md5, Manifest, private_copy
 from lib.photos import dvc_hazards, hazard_of, Skipped
 
 if TYPE_CHECKING:
@@ -102,52 +102,55 @@ def _rel(root: Path, path: Path) -> str:
         return str(path)
 
 
-def snapshot(root: Path, paths: Mapping[str, Path]) -> Tuple[Path, Dict[str, Path]]:
-    """Hard-links (else copies) the given files and folders into a private folder.
+def snapshot(root: Path, paths: Mapping[str, Path], parent: Optional[Path] = None
+             ) -> Tuple[Path, Dict[str, Path], Dict[str, Manifest]]:
+    """Private copies of the given files and folders, each byte hashed as it is copied.
 
-    Call it with the repository lock held, right after checking ``paths``. Snapshots
-    of processes that are gone are removed first.
+    Snapshots of processes that are gone are removed first. The copies are reflinks
+    where the file system has them, else real copies (:mod:`lib.pinning.copies`), so no
+    later write into the sources, in place or not, reaches them.
+
+    Args:
+        root: The repository root.
+        paths: The file or folder to copy, by key.
+        parent: Where the snapshot folder goes (default ``root/.dvc/tmp/serve-pins``).
 
     Returns:
-        The snapshot folder (remove it with :func:`release` once loaded) and the
-        snapshot path of each artifact, by key.
+        The snapshot folder (remove it with :func:`release` when the version is no
+        longer served), the copy of each artifact by key, and the md5s of its bytes.
+
+    Raises:
+        PinningError: A source vanished while it was copied, or the copy failed (a
+            full disk, say); one line naming it.
     """
-    parent = root / SNAPSHOTS
+    parent = root / SNAPSHOTS if parent is None else parent
     parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(parent)
     folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
     copies: Dict[str, Path] = {}
+    manifests: Dict[str, Manifest] = {}
+    stats = CopyStats()
     try:
         for key, path in paths.items():
             target = folder / key / path.name
             target.parent.mkdir()
-            if path.is_dir():
-                shutil.copytree(path, target, copy_function=_link_or_copy)
-            else:
-                _link_or_copy(path, target)
+            try:
+                manifests[key] = private_copy(path, target, stats)
+            except OSError as err:
+                raise PinningError(f"cannot copy {_rel(root, path)} ({key}) into the serving "
+                                   f"snapshot {_rel(root, folder)}: {err.strerror or err}"
+                                   ) from err
             copies[key] = target
     except BaseException:
         release(folder)
         raise
-    return folder, copies
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    """A hard link of ``source`` at ``target``, or a copy where links are impossible."""
-    try:
-        os.link(source, target)
-    except OSError as err:
-        if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
-                             errno.EACCES):
-            raise
-        logger.info("copying %s into the serving snapshot (no hard link: %s)", source,
-                    err.strerror)
-        shutil.copy2(source, target)
+    logger.debug("serving snapshot %s: %s", _rel(root, folder), stats.describe())
+    return folder, copies, manifests
 
 
 def release(folder: Optional[Path]) -> None:
     """Removes a snapshot folder (loaded arrays and models stay valid: they are mapped
-    or in memory, and a mapped file lives on until it is unmapped)."""
+    or in memory, and a mapped file lives on, private, until it is unmapped)."""
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -194,25 +197,32 @@ def check_content(repo: "Repo", label: str, path: Path, expected: str) -> None:
         expected: The md5 ``dvc.lock`` records (``.dir`` for folders).
 
     Raises:
-        PinningError: The content differs; names a corrupted DVC cache object if that
-            is where it came from, and the repair.
+        PinningError: The content differs (:func:`content_mismatch`).
     """
     actual = content_hash(repo, path)
-    if actual == expected:
-        return
+    if actual != expected:
+        raise content_mismatch(repo, label, actual, expected)
+
+
+def content_mismatch(repo: "Repo", label: str, actual: str, expected: str) -> PinningError:
+    """The refusal of bytes that hash to ``actual`` where ``dvc.lock`` records ``expected``.
+
+    Names a corrupted DVC cache object if that is where the bytes came from, and the
+    repair.
+    """
     corrupted = corrupted_cache_objects(repo, expected)
     if corrupted:
-        raise PinningError(
+        return PinningError(
             f"{label} does not hold the content dvc.lock records (md5 {actual} read, "
             f"{expected} recorded) although DVC's stat cache says it does: it was checked "
             f"out from a corrupted DVC cache object, {corrupted[0]}"
             + (f" (and {len(corrupted) - 1} more)" if len(corrupted) > 1 else "")
             + f": delete that object and {label.split()[0]}, then run `dvc pull` (or "
             "`dvc repro`) to restore them")
-    raise PinningError(f"{label} does not hold the content dvc.lock records (md5 {actual} "
-                       f"read, {expected} recorded) although DVC's stat cache says it does "
-                       f"(changed in place?): delete {label.split()[0]} and run `dvc "
-                       "checkout` (or `dvc pull`) to restore it")
+    return PinningError(f"{label} does not hold the content dvc.lock records (md5 {actual} "
+                        f"read, {expected} recorded) although DVC's stat cache says it does "
+                        f"(changed in place?): delete {label.split()[0]} and run `dvc "
+                        "checkout` (or `dvc pull`) to restore it")
 
 
 def corrupted_cache_objects(repo: "Repo", expected: str) -> List[str]:
@@ -230,15 +240,32 @@ def corrupted_cache_objects(repo: "Repo", expected: str) -> List[str]:
     bad = []
     for oid in oids:
         path = Path(odb.oid_to_path(oid))
-        if path.is_file() and _file_md5(path) != oid:
+        if path.is_file() and file_md5(path)[0] != oid:
             bad.append(str(path))
     return bad
 
 
-def _file_md5(path: Path) -> str:
-    """md5 of a file's bytes (DVC's file hash), read in 1 MiB blocks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def linked_cache_objects(out) -> List[str]:
+    """The DVC cache objects of an output's recorded version that its workspace files
+    are links of (hard or symbolic) and whose bytes no longer match their name: what
+    an in-place write into a linked workspace file did to the cache."""
+    odb = out.repo.cache.local
+    workspace = Path(out.fs_path)
+    expected = str(out.hash_info.value)
+    pairs = [(workspace, expected)]
+    if expected.endswith(".dir"):
+        try:
+            entries = json.loads(Path(odb.oid_to_path(expected)).read_text(encoding="utf-8"))
+            pairs = [(workspace / str(entry["relpath"]), str(entry["md5"]))
+                     for entry in entries]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+    shared = []
+    for path, oid in pairs:
+        cached = Path(odb.oid_to_path(oid))
+        try:
+            if path.samefile(cached) and file_md5(cached)[0] != oid:
+                shared.append(str(cached))
+        except OSError:
+            continue                             # absent on either side: not linked
+    return shared

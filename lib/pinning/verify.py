@@ -13,14 +13,17 @@ their state-db-backed hashing, and ``dvc.api.DVCFileSystem``):
   the remote into a content-addressed folder and verified the same way.
 
 Any mismatch raises :class:`PinningError` with one line that names the artifact and
-the command that fixes it. The check runs under DVC's repository lock and what was
-checked is loaded from a private snapshot (:mod:`lib.pinning.snapshot`), so a DVC command
-running meanwhile cannot make serving load a mix of versions; ``full=True`` re-hashes
-every byte instead of trusting DVC's stat cache.
+the command that fixes it. The check runs under DVC's repository lock (held for the
+check only); then what was checked is copied into a private snapshot, every byte
+hashed as it is copied (:mod:`lib.pinning.snapshot`), and the copies' md5s must be the
+ones ``dvc.lock`` records: a DVC command that changed a file meanwhile, bytes that
+changed without DVC's stat cache noticing (an in-place write, a corrupted DVC cache
+object) are caught, and serving loads from copies nothing else can write into.
 """
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from lib.artifacts import recorded_output
 from lib.config import Config
@@ -28,10 +31,14 @@ from lib.errors import PathLike, PinningError
 from lib.pinning.revisions import pin_revision
 from lib.pinning.served import OPTIONAL_SERVED, PinnedArtifacts, SERVED, ServingVersion
 from lib.pinning.snapshot import (
-    check_content, LOCK_WAIT_S, refuse_hazards, release, repository_lock, snapshot)
+    content_mismatch, LOCK_WAIT_S, refuse_hazards, repository_lock, snapshot)
 from lib.pinning.workspace import (
     check_consistent_build, check_inputs_unchanged, check_settings, check_workspace_output,
     is_path_dep, open_repo, relpath, served_outputs, served_version, upstream_stages)
+
+# A version whose files a DVC command replaced while they were copied is checked and
+# copied again, this many times in all, before it is refused.
+COPY_TRIES = 2
 
 __all__ = ["OPTIONAL_SERVED", "SERVED", "PinnedArtifacts", "PinningError", "ServingVersion",
            "pin", "pin_revision", "unverified", "verify_workspace"]
@@ -39,9 +46,14 @@ __all__ = ["OPTIONAL_SERVED", "SERVED", "PinnedArtifacts", "PinningError", "Serv
 logger = logging.getLogger(__name__)
 
 
-def pin(root: PathLike, config: Config, rev: Optional[str] = None,
-        verify: bool = True, full: bool = False) -> PinnedArtifacts:
+def pin(root: PathLike, config: Config, rev: Optional[str] = None,  # pylint: disable=too-many-arguments
+        verify: bool = True, full: bool = False,
+        reuse: Optional[PinnedArtifacts] = None) -> PinnedArtifacts:
     """The artifacts to serve: a revision's, the verified workspace's, or unchecked ones.
+
+    Whichever it is, they are private copies (:func:`lib.pinning.snapshot.snapshot`)
+    whose md5s were taken as they were copied; release them once loaded (or use the
+    result as a context manager).
 
     Args:
         root: The repository root.
@@ -49,41 +61,76 @@ def pin(root: PathLike, config: Config, rev: Optional[str] = None,
         rev: A git revision to serve instead of the workspace.
         verify: Check the workspace against ``dvc.lock`` (or re-hash a revision's
             already fetched artifacts).
-        full: Full verification: hash every byte of the served artifacts instead of
-            trusting DVC's stat cache (catches a corrupted DVC cache object that was
-            checked out; costs a read of every served file).
+        full: Full verification (``--verify-full``): the same as ``verify`` now, as
+            every served byte is hashed as it is copied and compared with ``dvc.lock``
+            on every verified pin.
+        reuse: The snapshot already served (a resident service's): when the verified
+            workspace still records the same artifacts, it is returned again (with the
+            new version record) instead of copying them again.
     """
     if rev is not None:
-        return pin_revision(root, rev, verify=verify or full, full=full)
+        return pin_revision(root, rev, verify=verify or full)
     if verify or full:
-        return verify_workspace(root, config, full=full)
+        return verify_workspace(root, config, reuse=reuse)
     return unverified(root, config)
 
 
-def verify_workspace(root: PathLike, config: Config, full: bool = False,
-                     lock_wait_s: float = LOCK_WAIT_S) -> PinnedArtifacts:
+def verify_workspace(root: PathLike, config: Config, lock_wait_s: float = LOCK_WAIT_S,
+                     reuse: Optional[PinnedArtifacts] = None) -> PinnedArtifacts:
     """Checks that the workspace's served artifacts are the versions in ``dvc.lock``.
 
     Call it once per loaded engine, before loading, and load from the paths it
-    returns: a private snapshot of the files it checked, taken under DVC's repository
-    lock (call :meth:`PinnedArtifacts.release` once loaded).
+    returns: private copies of the files it checked, whose bytes hash to the md5s
+    ``dvc.lock`` records (call :meth:`PinnedArtifacts.release` once loaded). DVC's
+    repository lock is held for the checks only, not while copying.
 
     Args:
         root: The repository root (holding ``dvc.yaml``, ``dvc.lock``, ``params.yaml``).
         config: The configuration serving uses; the settings the served stages were
             built with (as ``dvc.lock`` records them) must be equal in it.
-        full: Hash every byte instead of trusting DVC's stat cache.
         lock_wait_s: How long to wait for a running DVC command.
+        reuse: A snapshot of verified artifacts, returned (with the new version record)
+            when the check finds the same recorded artifacts and ``config`` equal;
+            the caller must not release it twice.
 
     Returns:
-        The artifact paths (in the snapshot) and their version.
+        The artifact paths (in the snapshot), their md5s, and their version.
 
     Raises:
-        PinningError: An artifact is missing, edited, not recorded, the pipeline that
-            built it is half-built or stale, ``config`` differs from the settings it
-            was built with, or a DVC command held the lock too long.
+        PinningError: An artifact is missing, edited, not recorded, does not hold the
+            recorded bytes, the pipeline that built it is half-built or stale,
+            ``config`` differs from the settings it was built with, or a DVC command
+            held the lock too long or kept changing the files while they were copied.
     """
     root = Path(root).resolve()
+    for attempt in range(1, COPY_TRIES + 1):
+        version, sources, labels, before = _checked(root, config, lock_wait_s)
+        if reuse is not None and reuse.snapshot is not None and reuse.config == config \
+                and reuse.version.hashes == version.hashes:
+            return replace(reuse, version=version)
+        folder, paths, manifests = snapshot(root, sources)
+        pinned = PinnedArtifacts(paths=paths, config=config, version=version, snapshot=folder,
+                                 manifests=manifests)
+        differing = pinned.differing()
+        if not differing:
+            return pinned
+        pinned.release()
+        key = differing[0]
+        if attempt < COPY_TRIES and any(_stamp(sources[name]) != before[name]
+                                        for name in differing):
+            logger.info("%s changed while it was copied (a DVC command?): checking again",
+                        labels[key])
+            continue
+        with open_repo(root) as repo:
+            raise content_mismatch(repo, labels[key], pinned.served_md5()[key],
+                                   version.hashes[key])
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _checked(root: Path, config: Config, lock_wait_s: float
+             ) -> Tuple[ServingVersion, Dict[str, Path], Dict[str, str], Dict[str, tuple]]:
+    """The checks under DVC's repository lock: the version, and the path, label and
+    :func:`_stamp` of each artifact to copy."""
     with open_repo(root) as repo, repository_lock(repo, lock_wait_s):
         outs = served_outputs(repo, config.paths)
         stages = upstream_stages(repo, outs)
@@ -97,28 +144,46 @@ def verify_workspace(root: PathLike, config: Config, full: bool = False,
         check_inputs_unchanged(repo, stages)
         check_settings(repo, stages, config)
         version = served_version(repo, outs, "workspace")
-        folder, paths = snapshot(root, {key: root / relpath(repo, out)
-                                        for key, out in outs.items()})
+        sources = {key: root / relpath(repo, out) for key, out in outs.items()}
+        labels = {key: f"{relpath(repo, out)} ({key})" for key, out in outs.items()}
+        stamps = {key: _stamp(path) for key, path in sources.items()}
+    return version, sources, labels, stamps
+
+
+def _stamp(path: Path) -> Tuple[Tuple[str, int, int, int], ...]:
+    """(name, inode, size, mtime) of a file or of each file under a folder: what a
+    DVC command that replaces or rewrites it changes."""
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    stamps = []
+    for file in files:
         try:
-            for key, out in (outs.items() if full else ()):
-                check_content(repo, f"{relpath(repo, out)} ({key})", paths[key],
-                              str(out.hash_info.value))
-        except BaseException:
-            release(folder)
-            raise
-    return PinnedArtifacts(paths=paths, config=config, version=version, snapshot=folder)
+            info = file.stat()
+        except OSError:
+            continue                              # gone: the other stamp differs then
+        stamps.append((str(file), info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamps)
 
 
 def unverified(root: PathLike, config: Config) -> PinnedArtifacts:
-    """The workspace artifacts without any check (fast; DVC is not even imported).
+    """The workspace artifacts without any check against ``dvc.lock`` (DVC is not even
+    imported), still copied privately and hashed as they are copied.
 
-    The version names the vectors' md5 that ``dvc.lock`` records, marked unverified:
-    nothing proves the files are that version.
+    The version names the md5 of the vectors actually loaded (the copy's), marked
+    unverified; a warning says so when ``dvc.lock`` records another. What is missing is
+    not copied: the engine's load names it.
     """
-    root = Path(root)
+    root = Path(root).resolve()
     paths = config.paths.resolve(root)
     served = {key: paths[key] for key in SERVED + OPTIONAL_SERVED}
     entry = recorded_output(root, paths["vectors"]) or {}
-    md5 = str(entry.get("md5", "unknown"))
-    version = ServingVersion(git_rev=None, vectors_md5=md5, source="workspace, unverified")
-    return PinnedArtifacts(paths=served, config=config, version=version)
+    recorded = str(entry.get("md5", "unknown"))
+    version = ServingVersion(git_rev=None, vectors_md5=recorded, source="workspace")
+    # What is missing is passed on as it is: the engine's load names it, in its order.
+    folder, copies, manifests = snapshot(root, {key: path for key, path in served.items()
+                                                if path.exists()})
+    pinned = PinnedArtifacts(paths={**served, **copies}, config=config, version=version,
+                             snapshot=folder, manifests=manifests).as_loaded("unverified")
+    if "md5" in entry and pinned.version.vectors_md5 != recorded:
+        logger.warning("the vectors loaded (md5 %s) are not the version dvc.lock records "
+                       "(%s): serving them unverified", pinned.version.vectors_md5, recorded)
+    return pinned

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, 
 from lib.config import Config, PathsConfig, SECTIONS
 from lib.errors import one_line, PinningError
 from lib.pinning.served import OPTIONAL_SERVED, SERVED, ServingVersion
+from lib.pinning.snapshot import linked_cache_objects
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -84,9 +85,19 @@ def check_workspace_output(key: str, out) -> None:
                            "build it")
     actual = out.get_hash()
     if actual != out.hash_info:
-        raise PinningError(f"{out} ({key}) is not the version recorded in dvc.lock (md5 "
-                           f"{short_hash(actual.value)} found, {short_hash(out.hash_info.value)} "
-                           "recorded): run `dvc pull` to restore the recorded version, or "
+        found = (f"{out} ({key}) is not the version recorded in dvc.lock (md5 "
+                 f"{short_hash(actual.value)} found, {short_hash(out.hash_info.value)} "
+                 "recorded)")
+        shared = linked_cache_objects(out)
+        if shared:
+            raise PinningError(
+                f"{found}, and it was written in place through a link into DVC's cache "
+                f"(cache.type hardlink or symlink): the DVC cache object {shared[0]}"
+                + (f" (and {len(shared) - 1} more)" if len(shared) > 1 else "")
+                + " holds the same wrong bytes, so `dvc checkout` cannot restore it: "
+                f"delete that object and {out}, then run `dvc pull` (or `dvc repro "
+                "--force` where no remote has it)")
+        raise PinningError(f"{found}: run `dvc pull` to restore the recorded version, or "
                            "`dvc repro` to rebuild")
 
 

@@ -1,11 +1,13 @@
 """The resident search service: ``python stages/serve.py --http``.
 
 - :mod:`lib.service.engines`: loads the pinned engine, and swaps in a new version
-  (loaded and verified beside the one answering) on request or when ``dvc.lock``
-  changes.
+  (loaded and verified beside the one answering, one reload at a time) on request or
+  when ``dvc.lock`` changes; re-hashes the bytes it answers from on request.
 - :mod:`lib.service.batching`: embeds queries from concurrent requests in batches,
   on one worker thread, off the event loop.
 - :mod:`lib.service.limits`: request-size limit and one-line JSON errors.
+- :mod:`lib.service.access`: who may call it (Host and Origin checks, the bearer
+  token) and the access log.
 - :mod:`lib.service.app`: the FastAPI application (routes, the web page in
   ``static/``).
 - :mod:`lib.service.server`: binds the socket and runs uvicorn.

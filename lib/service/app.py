@@ -5,11 +5,14 @@ Routes (OpenAPI docs at ``/docs``, from local files: ``docs_page``):
 - ``POST /search?n=N`` with a multipart ``image`` file: the ``n`` collection images
   most similar to it, with the version line that answered;
 - ``GET /search?name=NAME&n=N``: the same for a collection image (more like this);
-- ``GET /images/{name}``: a collection image's landing thumbnail (JPEG);
-- ``GET /health``, ``GET /version``; ``POST /reload`` swaps in a new version;
+- ``GET /images/{name}``: a collection image's landing thumbnail (JPEG); the name may
+  hold any character, ``/`` and newline included (percent-encoded in the URL);
+- ``GET /health`` (``?deep=1`` re-hashes the bytes the version answers from),
+  ``GET /version``; ``POST /reload`` swaps in a new version, one at a time;
 - ``GET /``: the web page (``static/``: plain HTML, CSS and JavaScript).
 
 Names are only ever looked up in the loaded index: no request reads a file by name.
+Who may call which route: :mod:`lib.service.access`.
 """
 import asyncio
 import contextlib
@@ -24,15 +27,33 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.convertors import Convertor, register_url_convertor
 
 from lib.config import Config
 from lib.errors import one_line, UserError
+from lib.service.access import AccessPolicy, install as install_access
 from lib.service.batching import BatchingEmbedder
 from lib.service.docs_page import install_docs
 from lib.service.engines import EngineHolder, Served
 from lib.service.limits import error_response, install as install_limits
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+class AnyPathConvertor(Convertor):
+    """A path parameter that takes every character, newlines too (Starlette's ``path``
+    stops at a newline, so an image whose name holds one had no thumbnail)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 
 class Match(BaseModel):
@@ -89,17 +110,27 @@ def _version_info(served: Served) -> Dict[str, object]:
     version = served.version
     return {"version": version.describe(), "git_rev": version.git_rev,
             "source": version.source, "vectors_md5": version.vectors_md5,
-            "hashes": version.hashes, "images": len(served.engine),
+            "hashes": version.hashes, "served_md5": served.served_md5(),
+            "images": len(served.engine),
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(served.loaded_at))}
 
 
-def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config) -> FastAPI:
+def _busy(what: str, seconds: int) -> JSONResponse:
+    """429 with ``Retry-After``: one is running already."""
+    response = error_response(429, f"{what} is running already: retry in {seconds} s")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config,
+               policy: AccessPolicy = AccessPolicy()) -> FastAPI:
     """The application, answering with ``holder``'s current engine.
 
     Args:
         holder: Its engine is loaded already (``start()``).
         embedder: Embeds the queries; closed when the application shuts down.
         config: The workspace configuration (its ``serve`` and ``service`` sections).
+        policy: Who may call it (Host names, token, access log).
     """
     # The route functions are registered by their decorators.
     # pylint: disable=unused-variable
@@ -109,6 +140,8 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await asyncio.to_thread(embedder.close)
+        # Here, not after uvicorn returns: on SIGTERM it re-raises the signal on its way out.
+        await asyncio.to_thread(holder.close)
 
     app = FastAPI(title="Image similarity search", lifespan=lifespan,
                   docs_url=None, redoc_url=None,
@@ -116,6 +149,7 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
                               "similarity of ResNet50 embeddings, from the artifact versions "
                               "pinned in dvc.lock.")
     install_limits(app, settings.max_upload_bytes)
+    install_access(app, policy)                 # outermost: refuses before the body is read
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_docs(app)
     count = Query(config.serve.top_n, ge=1, le=settings.max_results,
@@ -141,7 +175,7 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         vector = served.engine.vector(row)                                  # (D,)
         return await run_in_threadpool(_answer, served, vector, n, name)
 
-    @app.get("/images/{name:path}", response_class=Response,
+    @app.get("/images/{name:anypath}", response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})
     async def thumbnail(name: str) -> Response:
         """A collection image as the pipeline stored it (its landing thumbnail)."""
@@ -150,13 +184,27 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "no-cache"})
 
-    @app.get("/health")
-    async def health() -> Dict[str, object]:
-        """Whether the service answers, with its batching counters."""
+    @app.get("/health", responses={503: {"description": "the served bytes changed"},
+                                   429: {"description": "a deep check is running"}})
+    async def health(deep: bool = Query(False, description="also re-hash every byte the "
+                                                            "version answers from")
+                     ) -> JSONResponse:
+        """Whether the service answers, with its batching counters; with ``deep=1``,
+        whether the bytes it answers from are still those verified when they loaded."""
         served = holder.current
-        return {"status": "ok", "images": len(served.engine),
-                "version": served.version.describe(), "last_reload_error": holder.last_error,
-                "batching": embedder.stats()}
+        body: Dict[str, object] = {
+            "status": "ok", "images": len(served.engine),
+            "version": served.version.describe(), "last_reload_error": holder.last_error,
+            "batching": embedder.stats()}
+        if deep:
+            try:
+                checked = await asyncio.to_thread(holder.recheck)
+            except UserError as err:
+                return error_response(503, one_line(err))
+            if checked is None:
+                return _busy("a deep health check", 1)
+            body["deep"] = checked
+        return JSONResponse(body)
 
     @app.get("/version")
     async def version() -> Dict[str, object]:
@@ -164,14 +212,18 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config)
         return {**_version_info(holder.current), "default_n": config.serve.top_n,
                 "max_n": settings.max_results}
 
-    @app.post("/reload", responses={409: {"description": "the new version was refused"}})
+    @app.post("/reload", responses={409: {"description": "the new version was refused"},
+                                    429: {"description": "a reload is running"}})
     async def reload() -> JSONResponse:
         """Loads the version ``dvc.lock`` now records, beside the old one, then swaps."""
         try:
-            status, served = await asyncio.to_thread(holder.reload)
+            result = await asyncio.to_thread(holder.reload, False)
         except UserError as err:
             return error_response(409, f"new version refused, the old one keeps "
                                               f"answering: {one_line(err)}")
+        if result is None:
+            return _busy("a reload", holder.retry_after())
+        status, served = result
         return JSONResponse({"status": status, **_version_info(served)})
 
     @app.get("/", include_in_schema=False)

@@ -167,3 +167,15 @@ def repro(project: Path, *args: str) -> List[str]:
     """Runs ``dvc repro`` and returns the names of the stages that actually ran."""
     proc = run(["dvc", "repro", *args], project)
     return RAN.findall(proc.stdout + proc.stderr)
+
+
+def flip_last_byte(path: Path) -> int:
+    """Flips one bit of a file's last byte in place (the same inode, as bit rot or a
+    write through a link would); returns the byte it held, to put back."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)[0]
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last ^ 1]))
+    return last

@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tests.support.helpers import tool_env
 
 SERVING = re.compile(r"^serving (\d+) images on (http://\S+?)/? \(")
 START_TIMEOUT = 600           # seconds: TensorFlow, the model and the pin check, on a busy box
+TOKEN = "test-token-0123456789abcdef"         # the token of the token service (conftest)
+ALLOWED_HOST = "search.example"               # a Host name the token service answers
 
 
 class ServiceProcess:
@@ -22,16 +24,18 @@ class ServiceProcess:
         project: The project folder (its ``params.yaml``, artifacts and ``dvc.lock``).
         log: File that receives the service's stderr (its log).
         args: More command-line arguments (``--no-verify``, ``--rev`` ...).
+        env: More environment variables (``IMAGE_SEARCH_TOKEN`` ...).
     """
 
-    def __init__(self, project: Path, log: Path, *args: str):
+    def __init__(self, project: Path, log: Path, *args: str,
+                 env: Optional[Dict[str, str]] = None):
         self.project = project
         self.log_path = log
         self._log = open(log, "w", encoding="utf-8")  # pylint: disable=consider-using-with
         command = [sys.executable, "stages/serve.py", "--http", "--port", "0", *args]
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            command, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=self._log,
-            text=True)
+            command, cwd=project, env={**tool_env(), **(env or {})}, stdout=subprocess.PIPE,
+            stderr=self._log, text=True)
         self.stdout: List[str] = []
         self.url = ""
         self.images = 0
@@ -73,6 +77,13 @@ class ServiceProcess:
     def output(self) -> str:
         """Stdout and the log, for failure messages."""
         return "\n".join(self.stdout) + "\n--- log ---\n" + self.log()
+
+    def snapshot(self) -> Path:
+        """The private snapshot the version it serves was loaded from."""
+        pins = self.project / ".dvc" / "tmp" / "serve-pins"
+        found = sorted(pins.glob(f"{self.proc.pid}-*"))
+        assert len(found) == 1, found
+        return found[0]
 
     def stop(self) -> Optional[int]:
         """Stops the service (SIGTERM, as a process manager would); its exit status."""

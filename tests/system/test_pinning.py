@@ -4,6 +4,7 @@ The stage writes the four served artifacts (names, vectors, a model folder, land
 images) from ``source.txt`` and a ``etl`` param, so every check runs against real
 ``dvc.lock`` files, real DVC hashing and a real local remote.
 """
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -86,14 +87,17 @@ def test_a_clean_workspace_verifies_and_names_its_version(project):
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     md5 = recorded_md5(project, "out/vectors.npy")
     assert pinned.version.describe() == f"version: git {head[:12]} (workspace), vectors md5 {md5}"
-    # The paths are a private snapshot of the very files checked (hard links, same inode).
+    # The paths are a private snapshot of the very bytes checked: copies, never links.
     workspace = {"names": "out/names.npy", "vectors": "out/vectors.npy",
                  "model": "out/model/model.keras", "images": "out/images.npy"}
     assert set(pinned.paths) == set(workspace)
     for key, path in workspace.items():
         loaded = pinned.paths[key] / "model.keras" if key == "model" else pinned.paths[key]
         assert loaded.is_relative_to(pinned.snapshot)
-        assert loaded.samefile(project / path)
+        assert not loaded.samefile(project / path)
+        assert loaded.read_bytes() == (project / path).read_bytes()
+    # Their md5s, taken as they were copied, are DVC's (a folder's .dir hash too).
+    assert pinned.served_md5() == pinned.version.hashes
     pinned.release()
     assert not pinned.snapshot.exists() and (project / "out/vectors.npy").is_file()
     assert pinned.version.hashes["model"] == recorded_md5(project, "out/model")
@@ -160,11 +164,17 @@ def test_a_folder_that_is_no_dvc_repository_is_refused(tmp_path):
         verify_workspace(tmp_path, config_of(PARAMS))
 
 
-def test_unverified_reads_the_recorded_hash_without_checking(project):
+def test_unverified_names_the_md5_of_the_bytes_it_loads(project, caplog):
+    assert unverified(project, params_of(project)).version.vectors_md5 == \
+        recorded_md5(project, "out/vectors.npy")
     np.save(project / "out/vectors.npy", np.zeros((1, 4), np.float32))
+    loaded = hashlib.md5((project / "out/vectors.npy").read_bytes()).hexdigest()
     pinned = unverified(project, params_of(project))
     assert pinned.version.describe() == ("version: git none (workspace, unverified), vectors "
-                                         f"md5 {recorded_md5(project, 'out/vectors.npy')}")
+                                         f"md5 {loaded}")
+    assert hashlib.md5(pinned.paths["vectors"].read_bytes()).hexdigest() == loaded
+    assert f"(md5 {loaded}) are not the version dvc.lock records" in caplog.text
+    pinned.release()
 
 
 def test_a_revision_is_fetched_from_the_remote_and_reused(project, tmp_path):
@@ -179,18 +189,28 @@ def test_a_revision_is_fetched_from_the_remote_and_reused(project, tmp_path):
     cache = tmp_path / "revs"
     pinned = pin_revision(project, "v1", cache_dir=cache)
     np.testing.assert_array_equal(np.load(pinned.paths["vectors"]), v1_vectors)
-    assert pinned.paths["vectors"] == cache / v1_md5 / "vectors.npy"
+    kept = cache / v1_md5 / "vectors.npy"                  # the fetched copy, kept
+    assert kept.read_bytes() == pinned.paths["vectors"].read_bytes()
+    assert pinned.paths["vectors"].is_relative_to(pinned.snapshot)   # served: a private copy
+    assert pinned.served_md5() == pinned.version.hashes
     assert pinned.config.etl.image_size == 15          # the revision's params
     v1_commit = run(["git", "rev-parse", "v1"], project).stdout.strip()
     assert pinned.version.describe() == f"version: git {v1_commit[:12]} (v1), vectors md5 {v1_md5}"
     assert np.load(project / "out/vectors.npy")[0, 0] == 40.0  # workspace untouched
 
     # A second call reuses the fetched copy, and re-hashes it: a tampered copy is refused.
-    assert pin_revision(project, "v1", cache_dir=cache).paths == pinned.paths
-    np.save(pinned.paths["vectors"], np.zeros((3, 4), np.float32))
+    again = pin_revision(project, "v1", cache_dir=cache)
+    assert again.served_md5() == pinned.served_md5()
+    pinned.release()
+    again.release()
+    np.save(kept, np.zeros((3, 4), np.float32))
     with pytest.raises(PinningError, match="delete it to fetch it again"):
         pin_revision(project, "v1", cache_dir=cache)
-    assert pin_revision(project, "v1", cache_dir=cache, verify=False).paths == pinned.paths
+    # Unverified, it is served, under the md5 of the bytes loaded.
+    tampered = pin_revision(project, "v1", cache_dir=cache, verify=False)
+    assert tampered.version.vectors_md5 == hashlib.md5(kept.read_bytes()).hexdigest()
+    assert tampered.version.source == "v1, unverified"
+    tampered.release()
 
 
 def test_unknown_revisions_and_missing_data_are_one_line_errors(project, tmp_path):

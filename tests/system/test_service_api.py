@@ -160,7 +160,7 @@ def test_missing_or_malformed_fields_are_422(client):
     "/static/..%2F..%2Fconfig.py", "/static/../service/app.py", "/nothing-here"])
 def test_unknown_or_escaping_names_are_404_and_read_nothing(path, query_service):
     # Raw HTTP: the path reaches the server exactly as written (no client clean-up).
-    status, body = raw_request(query_service, f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+    status, body = raw_request(query_service, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
                                               "Connection: close\r\n\r\n".encode())
     assert status == 404, body
     assert b"root:" not in body and b"import" not in body
@@ -201,16 +201,16 @@ MULTIPART_HEAD = (b"--x\r\nContent-Disposition: form-data; name=\"image\"; filen
 def test_upload_over_the_limit_is_413_before_it_is_read(query_service):
     # A declared gigabyte: refused from the headers, no byte of the body sent.
     status, body = raw_request(query_service, (
-        b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x"
-        b"\r\nContent-Length: 1000000000\r\n\r\n"))
+        b"POST /search HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; "
+        b"boundary=x\r\nContent-Length: 1000000000\r\n\r\n"))
     assert status == 413 and b"max_upload_bytes" in body
     # No declared length (chunked): refused as soon as the stream passes the limit.
     block = b"\0" * (1 << 20)
     chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
     first = f"{len(MULTIPART_HEAD):x}\r\n".encode() + MULTIPART_HEAD + b"\r\n"
     status, body = raw_request(query_service, (
-        b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x"
-        b"\r\nTransfer-Encoding: chunked\r\n\r\n" + first), [chunk] * 25)
+        b"POST /search HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; "
+        b"boundary=x\r\nTransfer-Encoding: chunked\r\n\r\n" + first), [chunk] * 25)
     assert status == 413 and b"max_upload_bytes" in body
     with httpx.Client(base_url=query_service.url) as client:
         assert client.get("/health").json()["status"] == "ok"
@@ -222,7 +222,11 @@ def test_command_line_mistakes_are_one_line_and_fail_before_loading(query_servic
     _, port = query_service.host_port
     cases = [(["--http", "q.jpg"], 2, "--http takes no query"),
              (["--http", "-n", "3"], 2, "-n and --output do not apply to --http"),
-             (["q.jpg", "--port", "8000"], 2, "--host and --port go with --http"),
+             (["q.jpg", "--port", "8000"], 2, "--host, --port, --allow-host, --token and "
+                                              "--quiet go with --http"),
+             (["q.jpg", "--token", "t" * 20], 2, "go with --http"),
+             (["--http", "--token", "short"], 1, "the token must be at least 16"),
+             (["--http", "--allow-host", "a b"], 1, "--allow-host 'a b': give a host name"),
              (["--http", "--port", "70000"], 2, "--port must be 0-65535"),
              (["--http", "--port", str(port)], 1, "Address already in use"),
              (["--http", "--host", "192.0.2.1"], 1, "cannot listen on 192.0.2.1")]

@@ -5,59 +5,33 @@ clicks a match and checks that it became the query. Screenshots of both states a
 saved in the test's temporary folder. The OpenAPI page ``/docs`` is opened too: its
 Swagger UI, served from the service's own files (no CDN), must list the operations.
 """
-import shutil
 from pathlib import Path
 from typing import List, Tuple
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.support.browser import MISSING, shown_results, start_browser, TIMEOUT, \
+    wait_for_query
 from tests.support.helpers import DATASET, pick_per_class
+from tests.support.service_helpers import TOKEN
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
-CHROMEDRIVER = shutil.which("chromedriver")
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip("no headless browser: apt-get install chromium chromium-driver",
-                allow_module_level=True)
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
 
 PHOTO = DATASET / pick_per_class("test", 1, skip=1)[2][0]
-TIMEOUT = 120
 
 
 @pytest.fixture(name="browser")
 def browser_fixture():
     """Headless chromium driven by chromedriver (no download, no network)."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--disable-gpu", "--window-size=1500,640"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(TIMEOUT)
+    driver = start_browser()
     yield driver
     driver.quit()
-
-
-def shown_results(driver) -> List[Tuple[str, str]]:
-    """(name, score text) of each match on the page, in order."""
-    return [(item.find_element(By.CLASS_NAME, "name").text,
-             item.find_element(By.CLASS_NAME, "score").text)
-            for item in driver.find_elements(By.CSS_SELECTOR, "#matches li")]
-
-
-def wait_for_query(driver, name: str) -> None:
-    """Waits until the page shows the answer for ``name``, thumbnails loaded."""
-    WebDriverWait(driver, TIMEOUT).until(lambda d: (
-        d.find_element(By.ID, "query-name").text == name
-        and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready"
-        and d.execute_script("return [...document.images].every("
-                             "i => i.complete && i.naturalWidth > 0)")))
 
 
 def expected(answer: dict) -> List[Tuple[str, str]]:
@@ -114,3 +88,41 @@ def test_docs_page_lists_the_operations_from_local_files(query_service, browser,
     loaded = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)")
     assert loaded and all(url.startswith(query_service.url + "/") for url in loaded), loaded
+
+
+def test_with_a_token_the_page_asks_once_and_sends_it(token_service, browser,
+                                                      tmp_path: Path):
+    api = httpx.Client(base_url=token_service.url, timeout=TIMEOUT,
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+    version = api.get("/version").json()
+    browser.get(token_service.url + "/")
+    form = browser.find_element(By.ID, "token-form")
+    WebDriverWait(browser, TIMEOUT).until(lambda d: form.is_displayed())
+    assert "needs its token" in browser.find_element(By.ID, "error").text
+    for given, shown in (("wrong-token-0123456789", "refused"), (TOKEN, None)):
+        browser.find_element(By.ID, "token").send_keys(given)
+        browser.find_element(By.ID, "token-submit").click()
+        if shown:
+            WebDriverWait(browser, TIMEOUT).until(
+                lambda d, words=shown: words in d.find_element(By.ID, "token-message").text)
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: d.find_element(By.ID, "version").text == version["version"])
+    assert not form.is_displayed()
+    browser.find_element(By.ID, "file").send_keys(str(PHOTO))
+    wait_for_query(browser, PHOTO.name)                     # thumbnails fetched with it
+    answer = api.post("/search", params={"n": version["default_n"]},
+                      files={"image": (PHOTO.name, PHOTO.read_bytes())}).json()
+    assert shown_results(browser) == expected(answer)
+    sources = browser.execute_script(
+        "return [...document.querySelectorAll('#matches img')].map(i => i.src)")
+    assert sources and all(src.startswith("blob:") for src in sources)
+    second = answer["results"][1]["name"]
+    browser.find_elements(By.CSS_SELECTOR, "#matches li button")[1].click()
+    wait_for_query(browser, second)
+    assert shown_results(browser)[0] == (second, "1.0000")
+    browser.save_screenshot(str(tmp_path / "token.png"))
+    browser.refresh()                       # the same tab keeps it (sessionStorage)
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: d.find_element(By.ID, "version").text == version["version"])
+    assert not browser.find_element(By.ID, "token-form").is_displayed()
+    api.close()

@@ -4,7 +4,8 @@ a tampered one while the old version keeps answering.
 A copy of the query project is served with ``service.watch_seconds`` short; a client
 loop queries it the whole time. ``dvc repro`` of a new whitening makes a new version
 that the service notices in ``dvc.lock`` and swaps in; then a served artifact is
-tampered with and ``POST /reload`` is refused.
+tampered with and ``POST /reload`` is refused. The served version's private snapshot
+is kept while it answers and removed when it is swapped out and when the service stops.
 """
 import shutil
 import threading
@@ -92,6 +93,9 @@ def test_new_version_swapped_in_without_failures_tampered_one_refused(query_proj
                      300, "the new version to be swapped in")
             loop.wait_for_more(3)
             swapped = client.get("/version").json()
+            # The old version's private copy is gone; the new one's is kept while it answers.
+            snapshot = service.snapshot()
+            assert swapped["served_md5"]["whitening"] == swapped["hashes"]["whitening"]
             assert swapped["hashes"]["whitening"] != before["hashes"]["whitening"]
             assert swapped["hashes"]["vectors"] == before["hashes"]["vectors"]
             # A tampered artifact: the reload is refused, the old version answers on.
@@ -114,6 +118,7 @@ def test_new_version_swapped_in_without_failures_tampered_one_refused(query_proj
         loop.stop.set()
         loop.join(timeout=120)
         service.stop()
+    assert not snapshot.exists()                      # removed when the service stopped
     log = service.log()
     assert not loop.failures, loop.failures[:5]
     assert all(code == 200 for code, _ in loop.answers)

@@ -137,3 +137,23 @@ def test_8_a_full_disk_names_the_file():
                             "short write, 0 bytes free"), error
     assert error.endswith("(in /mnt/full): free some space and rerun; finished artifacts "
                           "are kept")
+
+
+def test_9_hidden_photos_and_folders_are_reported_not_dropped_silently(tmp_path):
+    master = tmp_path / "master"
+    (master / "shirts" / ".thumbs").mkdir(parents=True)
+    (master / ".trash").mkdir()
+    shutil.copyfile(PHOTOS[0], master / "shirts" / "a.jpg")
+    shutil.copyfile(PHOTOS[1], master / "shirts" / ".b.jpg")           # a hidden photo
+    shutil.copyfile(PHOTOS[2], master / "shirts" / ".thumbs" / "c.jpg")
+    shutil.copyfile(PHOTOS[2], master / ".trash" / "d.jpg")
+    (master / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")               # not an image: quiet
+    report = etl(master, tmp_path / "out")
+    reasons = {item["name"]: item["reason"] for item in report["skipped"]}
+    assert sorted(reasons) == [".trash", "shirts/.b.jpg", "shirts/.thumbs"]
+    assert "hidden file (its name starts with '.'), not part of the collection: rename it" \
+        in reasons["shirts/.b.jpg"]
+    assert "hidden folder (its name starts with '.'), its files are not part of the " \
+           "collection" in reasons[".trash"]
+    assert np.load(tmp_path / "out" / "names.npy").tolist() == ["shirts/a.jpg"]
+    assert report["images_kept"] == 1 and report["files_skipped"] == 3

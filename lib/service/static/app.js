@@ -1,12 +1,61 @@
 // The search page: upload (pick or drop) a photo, or click a match to search by it.
 // Talks to the service's JSON API; text from the server is shown with textContent only.
+// When the service was started with a token, the page asks for it once, keeps it in
+// sessionStorage (this tab only) and sends it as "Authorization: Bearer"; thumbnails
+// are then fetched with it too (an <img src> cannot send a header).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "image-search-token";
 let queryUrl = null;        // object URL of the uploaded photo, released on the next one
+let thumbUrls = [];         // object URLs of fetched thumbnails, released on the next answer
 
+// Every character of a name may occur (spaces, #, ?, %, newlines, any script): each
+// path segment is percent-encoded, "/" stays the separator the server expects.
 function imageUrl(name) {
   return "/images/" + name.split("/").map(encodeURIComponent).join("/");
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function withToken(options) {
+  const given = token();
+  if (!given) {
+    return options || {};
+  }
+  const headers = new Headers((options && options.headers) || {});
+  headers.set("Authorization", `Bearer ${given}`);
+  return { ...(options || {}), headers };
+}
+
+function askForToken(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("token-form").hidden = false;
+  $("token-message").textContent = message;
+  $("token").focus();
+}
+
+async function showImage(img, name) {
+  if (!token()) {
+    img.src = imageUrl(name);
+    return;
+  }
+  try {
+    const response = await fetch(imageUrl(name), withToken());
+    if (response.status === 401) {
+      askForToken("the token was refused: enter it again");
+      return;
+    }
+    if (response.ok) {
+      const url = URL.createObjectURL(await response.blob());
+      thumbUrls.push(url);
+      img.src = url;
+    }
+  } catch (err) {
+    img.alt = `${name} (${err.message})`;      // a missing thumbnail is not an error
+  }
 }
 
 function count() {
@@ -27,7 +76,12 @@ function showError(message) {
 }
 
 async function api(url, options) {
-  const response = await fetch(url, options);
+  const response = await fetch(url, withToken(options));
+  if (response.status === 401) {
+    askForToken(token() ? "the token was refused: enter it again"
+                        : "this service needs its token");
+    throw new Error("the service needs its token: enter it above");
+  }
   let body = null;
   try {
     body = await response.json();
@@ -40,8 +94,12 @@ async function api(url, options) {
   return body;
 }
 
-function render(answer, querySrc) {
-  $("query-image").src = querySrc;
+function render(answer, showQuery) {
+  for (const url of thumbUrls) {
+    URL.revokeObjectURL(url);
+  }
+  thumbUrls = [];
+  showQuery($("query-image"));
   $("query-name").textContent = answer.query;
   $("version").textContent = answer.version;
   $("status").textContent =
@@ -53,7 +111,7 @@ function render(answer, querySrc) {
     const item = template.content.firstElementChild.cloneNode(true);
     const button = item.querySelector("button");
     button.dataset.name = match.name;
-    item.querySelector("img").src = imageUrl(match.name);
+    showImage(item.querySelector("img"), match.name);
     item.querySelector("img").alt = match.name;
     item.querySelector(".rank").textContent = `#${match.rank}`;
     item.querySelector(".score").textContent = match.score.toFixed(4);
@@ -64,12 +122,12 @@ function render(answer, querySrc) {
   $("results").hidden = false;
 }
 
-async function run(label, request, querySrc) {
+async function run(label, request, showQuery) {
   showError("");
   setBusy(`searching ${label}\u2026`);
   try {
     const answer = await request();
-    render(answer, querySrc);
+    render(answer, showQuery);
     document.body.dataset.state = "ready";
   } catch (err) {
     setBusy("");
@@ -88,12 +146,24 @@ function searchFile(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   $("file").value = "";        // choosing the same file again searches again
-  run(file.name, () => api(`/search?n=${count()}`, { method: "POST", body: form }), queryUrl);
+  const src = queryUrl;
+  run(file.name, () => api(`/search?n=${count()}`, { method: "POST", body: form }),
+      (img) => { img.src = src; });
 }
 
 function searchName(name) {
   const query = new URLSearchParams({ name, n: String(count()) });
-  run(name, () => api(`/search?${query}`), imageUrl(name));
+  run(name, () => api(`/search?${query}`), (img) => showImage(img, name));
+}
+
+function connect() {
+  api("/version").then((info) => {
+    $("version").textContent = info.version;
+    $("n").value = info.default_n;
+    $("n").max = info.max_n;
+    showError("");
+    setBusy("");
+  }).catch((err) => showError(`the service does not answer: ${err.message}`));
 }
 
 function setUp() {
@@ -114,12 +184,17 @@ function setUp() {
     event.preventDefault();
     searchFile(event.dataTransfer.files[0]);
   });
-  api("/version").then((info) => {
-    $("version").textContent = info.version;
-    $("n").value = info.default_n;
-    $("n").max = info.max_n;
-    setBusy("");
-  }).catch((err) => showError(`the service does not answer: ${err.message}`));
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const given = $("token").value.trim();
+    if (given) {
+      sessionStorage.setItem(TOKEN_KEY, given);
+      $("token").value = "";
+      $("token-form").hidden = true;
+      connect();
+    }
+  });
+  connect();
 }
 
 setUp();
