@@ -19,10 +19,11 @@ from lib.embedding.preprocessing import preprocess, run_feature_engineering
 from lib.embedding.ray_engine import ray_session, run_ray_embedding
 from lib.embedding.resnet import ResNet50Helper
 from lib.embedding.runtime import BF16_MISSING, CACHE_ENV, choose_runtime, cpu_has_bf16
-from lib.embedding.vectorizer import MODEL_FILE, Vectorizer, run_embedding
+from lib.embedding.vectorizer import loads_keras_model, MODEL_FILE, run_embedding, Vectorizer
 from lib.embedding.weights import resolve_weights
 
 __all__ = ["BF16_MISSING", "CACHE_ENV", "INFERENCE_FILES", "MODEL_FILE", "ResNet50Helper",
            "Vectorizer", "choose_runtime", "cpu_has_bf16", "keep_inference_model",
-           "preprocess", "ray_session", "resolve_weights", "run_embedding",
-           "run_feature_engineering", "run_ray_embedding", "write_inference_model"]
+           "loads_keras_model", "preprocess", "ray_session", "resolve_weights",
+           "run_embedding", "run_feature_engineering", "run_ray_embedding",
+           "write_inference_model"]

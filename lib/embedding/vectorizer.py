@@ -21,7 +21,7 @@ from lib.embedding.conversion import sha256_hex
 from lib.embedding.inference_model import read_inference_model
 from lib.embedding.resnet import load_keras_model
 from lib.embedding.runtime import choose_runtime, OpenVinoForward, tf_forward
-from lib.errors import ArtifactError, PathLike
+from lib.errors import ArtifactError, ConfigError, PathLike
 from lib.incremental import apply_rows, RowPlan
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,20 @@ class Vectorizer:
                          ir_model=inference.xml if precision == "int8" else None, source=path)
         _check_dim(vectorizer, expected_dim, path)
         return vectorizer
+
+
+def loads_keras_model(inference_model: Optional[PathLike], runtime: str,
+                      precision: str) -> bool:
+    """Whether :meth:`Vectorizer.load` reads ``model.keras`` (else only the IR).
+
+    Serving copies only what it loads; a problem here is :meth:`Vectorizer.load`'s to
+    name, so it counts as reading the Keras model.
+    """
+    try:
+        inference = read_inference_model(inference_model, precision)
+        return inference.xml is None or choose_runtime(runtime, precision) != "openvino"
+    except (ArtifactError, ConfigError):
+        return True
 
 
 def _check_dim(vectorizer: Vectorizer, expected_dim: Optional[int], path: Path) -> None:

@@ -21,13 +21,15 @@ changed without DVC's stat cache noticing (an in-place write, a corrupted DVC ca
 object) are caught, and serving loads from copies nothing else can write into.
 """
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from lib.artifacts import recorded_output
 from lib.config import Config
+from lib.embedding import loads_keras_model
 from lib.errors import PathLike, PinningError
+from lib.pinning.stamp import matching as last_check, record as remember_check
 from lib.pinning.revisions import pin_revision
 from lib.pinning.served import OPTIONAL_SERVED, PinnedArtifacts, SERVED, ServingVersion
 from lib.pinning.snapshot import (
@@ -108,9 +110,10 @@ def verify_workspace(root: PathLike, config: Config, lock_wait_s: float = LOCK_W
         if reuse is not None and reuse.snapshot is not None and reuse.config == config \
                 and reuse.version.hashes == version.hashes:
             return replace(reuse, version=version)
-        folder, paths, manifests = snapshot(root, sources)
-        pinned = PinnedArtifacts(paths=paths, config=config, version=version, snapshot=folder,
-                                 manifests=manifests)
+        loaded = loaded_artifacts(sources, config)
+        folder, paths, manifests = snapshot(root, loaded)
+        pinned = PinnedArtifacts(paths={**sources, **paths}, config=config, version=version,
+                                 snapshot=folder, manifests=manifests)
         differing = pinned.differing()
         if not differing:
             return pinned
@@ -130,7 +133,13 @@ def verify_workspace(root: PathLike, config: Config, lock_wait_s: float = LOCK_W
 def _checked(root: Path, config: Config, lock_wait_s: float
              ) -> Tuple[ServingVersion, Dict[str, Path], Dict[str, str], Dict[str, tuple]]:
     """The checks under DVC's repository lock: the version, and the path, label and
-    :func:`_stamp` of each artifact to copy."""
+    :func:`_stamp` of each artifact to copy. Those of the last check when nothing it
+    depended on has changed since (:mod:`lib.pinning.stamp`)."""
+    remembered = last_check(root, config)
+    if remembered is not None:
+        sources = {key: root / path for key, path in remembered["sources"].items()}
+        return (ServingVersion(**remembered["version"]), sources, remembered["labels"],
+                {key: _stamp(path) for key, path in sources.items()})
     with open_repo(root) as repo, repository_lock(repo, lock_wait_s):
         outs = served_outputs(repo, config.paths)
         stages = upstream_stages(repo, outs)
@@ -147,7 +156,21 @@ def _checked(root: Path, config: Config, lock_wait_s: float
         sources = {key: root / relpath(repo, out) for key, out in outs.items()}
         labels = {key: f"{relpath(repo, out)} ({key})" for key, out in outs.items()}
         stamps = {key: _stamp(path) for key, path in sources.items()}
+        watched = [relpath(repo, item) for stage in stages
+                   for item in list(stage.deps) + list(stage.outs) if is_path_dep(item)]
+        remember_check(root, config, watched, {
+            "version": asdict(version), "labels": labels,
+            "sources": {key: relpath(repo, out) for key, out in outs.items()}})
     return version, sources, labels, stamps
+
+
+def loaded_artifacts(paths: Dict[str, Path], config: Config) -> Dict[str, Path]:
+    """The artifacts the engine will read, of those verified: all but the Keras model
+    when the inference model's IR runs (it is verified, never read, so not copied)."""
+    if loads_keras_model(paths.get("inference_model"), config.modelling.runtime,
+                         config.modelling.precision):
+        return dict(paths)
+    return {key: path for key, path in paths.items() if key != "model"}
 
 
 def _stamp(path: Path) -> Tuple[Tuple[str, int, int, int], ...]:
@@ -179,8 +202,8 @@ def unverified(root: PathLike, config: Config) -> PinnedArtifacts:
     recorded = str(entry.get("md5", "unknown"))
     version = ServingVersion(git_rev=None, vectors_md5=recorded, source="workspace")
     # What is missing is passed on as it is: the engine's load names it, in its order.
-    folder, copies, manifests = snapshot(root, {key: path for key, path in served.items()
-                                                if path.exists()})
+    folder, copies, manifests = snapshot(root, loaded_artifacts(
+        {key: path for key, path in served.items() if path.exists()}, config))
     pinned = PinnedArtifacts(paths={**served, **copies}, config=config, version=version,
                              snapshot=folder, manifests=manifests).as_loaded("unverified")
     if "md5" in entry and pinned.version.vectors_md5 != recorded:

@@ -5,6 +5,7 @@ images) from ``source.txt`` and a ``etl`` param, so every check runs against rea
 ``dvc.lock`` files, real DVC hashing and a real local remote.
 """
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import yaml
 from lib.config import Config
 from lib.errors import PinningError
 from lib.pinning.verify import pin_revision, unverified, verify_workspace
-from tests.support.helpers import run, set_params
+from tests.support.helpers import flip_last_byte, run, set_params
 from tests.support.tiny_project import publish_v1
 
 BUILD = '''
@@ -238,3 +239,41 @@ def test_a_folder_missing_from_cache_and_remote_is_a_one_line_error(project, tmp
     with pytest.raises(PinningError, match="cannot fetch out/model at revision 'v1'") as err:
         pin_revision(project, "v1", cache_dir=tmp_path / "revs")
     assert "\n" not in str(err.value)
+
+
+def test_an_unchanged_workspace_skips_dvc_and_any_change_is_checked_again(project, caplog):
+    config = params_of(project)
+    first = verify_workspace(project, config)
+    first.release()
+    skipped = "DVC is not asked again"
+    with caplog.at_level("DEBUG", logger="lib.pinning.stamp"):
+        again = verify_workspace(project, config)
+    again.release()
+    assert skipped in caplog.text and again.version == first.version
+    changes = [  # (change, what refuses it, undo): each is seen, DVC is asked
+        (lambda: (project / "source.txt").write_text("a.jpg b.jpg", encoding="utf-8"),
+         "source.txt modified", lambda: run(["git", "checkout", "source.txt"], project)),
+        (lambda: (project / "build.py").write_text("# edited\n", encoding="utf-8"),
+         "build.py modified", lambda: run(["git", "checkout", "build.py"], project))]
+    for change, refusal, undo in changes:
+        change()
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="lib.pinning.stamp"), \
+                pytest.raises(PinningError, match=refusal):
+            verify_workspace(project, config)
+        assert skipped not in caplog.text
+        undo()
+    verify_workspace(project, config).release()
+    (project / "note.txt").write_text("a commit", encoding="utf-8")
+    run(["git", "add", "note.txt"], project)
+    run(["git", "commit", "-q", "-m", "note"], project)   # a new HEAD names the version
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    pinned = verify_workspace(project, config)
+    pinned.release()
+    assert pinned.version.git_rev == head
+    served = project / "out/vectors.npy"                  # edited in place, mtime kept
+    info = served.stat()
+    flip_last_byte(served)
+    os.utime(served, ns=(info.st_atime_ns, info.st_mtime_ns))
+    with pytest.raises(PinningError):
+        verify_workspace(project, config)
