@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 from bench import ray_engine
 from bench.precision_jobs import compare_precisions, print_table
 from lib.artifacts import open_npy_writer
-from lib.config import ModellingConfig
+from lib.config import IndexConfig, ModellingConfig
 from lib.embedding import CACHE_ENV, MODEL_FILE, ResNet50Helper, Vectorizer, write_inference_model
 from lib.photos import list_images
-from lib.retrieval import save_whitening
+from lib.retrieval import build_index, save_index, save_whitening
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -310,9 +310,11 @@ def make_serve_project(work: Path, size: int) -> Path:
     # The inference model (the IR serving runs), made from that saved model.
     write_inference_model(data / "inference_model", data / "model" / MODEL_FILE,
                           work / "features.npy", ModellingConfig())
-    # Whitening off, as params.yaml has it (serving refuses a missing artifact).
-    save_whitening(data / "model" / "whitening.npz", None, np.load(
-        data / "vectors.npy", mmap_mode="r").shape[1], size)
+    # Whitening off, as params.yaml has it, and the index it asks for (serving refuses a
+    # missing artifact).
+    vectors = np.load(data / "vectors.npy", mmap_mode="r")
+    save_whitening(data / "model" / "whitening.npz", None, vectors.shape[1], size)
+    save_index(data / "model" / "index", build_index(vectors, None, IndexConfig())[0])
     params = (ROOT / "params.yaml").read_text(encoding="utf-8")
     for key, value in (("images", "data/images.npy"), ("names", "data/names.npy"),
                        ("vectors", "data/vectors.npy"), ("model", "data/model"),

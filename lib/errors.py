@@ -19,6 +19,10 @@ class InputError(UserError, ValueError):
     """A file, folder, argument or request the user gave is not usable."""
 
 
+class NotInCollectionError(InputError):
+    """A name or folder the user gave holds no image of the collection being searched."""
+
+
 class ConfigError(UserError, ValueError):
     """``params.yaml`` is missing, malformed, or holds a setting that is not allowed."""
 

@@ -6,6 +6,8 @@ or above ``duplicates.threshold`` cosine are joined into groups. Writes
 ``duplicates.json``, ``duplicates.csv`` and one picture per group (the photos side by
 side) into the report folder. Loads the artifact versions ``dvc.lock`` pins, as
 serving does (``--rev`` and ``--no-verify`` as in ``serve.py``); no model is loaded.
+The report records the artifact hashes of that version: the service shows it
+(``GET /duplicates`` and the page's Duplicates view) only while it serves that version.
 
 Usage::
 
@@ -91,7 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = write_report(wanted.output, groups, names, images, {
         "threshold": wanted.threshold, "neighbours": wanted.neighbours,
         "index": "exact" if index is None else index.kind, "photos": int(vectors.shape[0]),
-        "version": pinned.version.describe()}, wanted.max_pictures)
+        "version": pinned.version.describe(), "hashes": pinned.version.hashes},
+        wanted.max_pictures)
     print(pinned.version.describe())
     print(f"{len(groups)} groups of near-duplicates ({sum(g.rows.shape[0] for g in groups)} "
           f"photos, {len(pairs)} pairs at cosine >= {wanted.threshold}) among "

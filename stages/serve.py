@@ -6,7 +6,11 @@ similarity, after the saved PCA whitening and with the query expansion that
 ``params.yaml`` sets (both off by default), through the collection's vector index
 (the index stage's; an approximate one's candidates are re-scored by exact cosine).
 Prints which artifact version answers, rank, score and name, and writes a picture of
-the results.
+the results (each match drawn from its original photo in the collection folder when it
+is there, else from its thumbnail; never stretched). ``--folder``, ``--min-score`` and
+``--offset`` scope the search to a folder of the collection, cut off low scores and
+page through the results (:mod:`lib.retrieval.controls`, the same rules as the
+service); the header line names the ones given.
 
 Before loading, the artifacts are checked against the versions recorded in
 ``dvc.lock``, under DVC's repository lock, then copied into a private snapshot (a
@@ -28,9 +32,10 @@ goes on.
 
 Usage::
 
-    python stages/serve.py QUERY [-n N] [--output result.png] [--rev REV]
-                           [--verify-full | --no-verify]
-    printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--output result.png]
+    python stages/serve.py QUERY [-n N] [--folder F] [--min-score S] [--offset K]
+                           [--output result.png] [--rev REV] [--verify-full | --no-verify]
+    printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--folder F] [--min-score S]
+                                                       [--offset K] [--output result.png]
     python stages/serve.py --http [--host 127.0.0.1] [--port 8000] [--rev REV]
                            [--verify-full | --no-verify] [--allow-host NAME]
                            [--token TOKEN] [--quiet]
@@ -38,8 +43,9 @@ Usage::
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -47,13 +53,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.artifacts import load_npy
 from lib.config import load_config
-from lib.errors import one_line, printable, UserError
-from lib.photos import decode_with, max_file_bytes, query_caption, read_file, render_results
+from lib.errors import InputError, one_line, printable, UserError
+from lib.photos import (
+    decode_with, match_image, max_file_bytes, query_caption, read_file, render_results)
 from lib.pinning import pin
-from lib.retrieval import ImageSearchEngine
+from lib.retrieval import (
+    check_folder, check_min_score, check_offset, ImageSearchEngine, require_folder, rows_under,
+    search_page, SearchControls)
 
 STDIN = Path("-")
+Value = TypeVar("Value")
+
+
+def _argument(check: Callable[[str], Value]) -> Callable[[str], Value]:
+    """An ``argparse`` type from a control's check (its message becomes a usage error)."""
+    def parse(text: str) -> Value:
+        try:
+            return check(text)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -67,6 +88,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="result picture, PNG (default: serve.output in params.yaml; "
                              "with -, only when given, numbered per query: NAME-1.png, ...)")
+    parser.add_argument("--folder", type=_argument(check_folder), default=None,
+                        help="search only the images under this folder of the collection "
+                             "(the start of their names, e.g. shoes)")
+    parser.add_argument("--min-score", type=_argument(check_min_score), default=None,
+                        metavar="S", help="only results with at least this cosine (-1 to 1)")
+    parser.add_argument("--offset", type=_argument(check_offset), default=0, metavar="K",
+                        help="skip the K best results first (the next page: K = n, 2n, ...)")
     parser.add_argument("--rev", default=None,
                         help="serve the artifacts recorded at this git tag, branch or "
                              "commit (fetched from the DVC cache or remote, no checkout)")
@@ -104,34 +132,61 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error("--host, --port, --allow-host, --token and --quiet go with --http")
     if args.http and (args.n is not None or args.output is not None):
         parser.error("-n and --output do not apply to --http (each request gives n)")
+    if args.http and (args.folder is not None or args.min_score is not None or args.offset):
+        parser.error("--folder, --min-score and --offset do not apply to --http (each "
+                     "request gives them)")
     if args.port is not None and not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
     return args
 
 
-def format_results(results: List[Tuple[float, str]]) -> str:
-    """One line per match: rank, cosine score with 4 decimals, image name (escaped)."""
+@dataclass(frozen=True)
+class Asked:
+    """What every query of one run asks for.
+
+    Attributes:
+        n: Results per query.
+        controls: Folder scope, score cutoff, offset.
+        master: The collection folder, where the pictures take the matches' originals.
+    """
+
+    n: int
+    controls: SearchControls
+    master: Path
+
+
+def format_results(results: List[Tuple[float, str]], first: int = 1) -> str:
+    """One line per match: rank (from ``first``), cosine score with 4 decimals, image
+    name (escaped)."""
     return "\n".join(f"{rank:>3}  {score:.4f}  {printable(name)}"
-                     for rank, (score, name) in enumerate(results, start=1))
+                     for rank, (score, name) in enumerate(results, start=first))
 
 
-def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, n: int,
+def answer(engine: ImageSearchEngine, query: Path, query_bgr: np.ndarray, asked: Asked,
            output: Optional[Path]) -> None:
     """Answers one query: prints the ranking and, if ``output`` is set, writes the picture."""
-    results = engine.most_similar(query_bgr, n)
-    if n > len(engine):
-        print(f"note: asked for {n} results, the collection holds {len(engine)}: showing all",
+    controls = asked.controls
+    page = search_page(engine, engine.embed(query_bgr), asked.n, controls)
+    results = [(score, str(engine.names[row])) for score, row in page.hits]
+    if asked.n > page.scope and not controls.offset and controls.min_score is None:
+        holder = "the collection" if controls.folder is None else \
+            f"the folder {printable(controls.folder)!r}"
+        print(f"note: asked for {asked.n} results, {holder} holds {page.scope}: showing all",
               file=sys.stderr)
-    print(f"{len(results)} most similar of {len(engine)} images to {printable(str(query))}:")
-    print(format_results(results))
+    given = controls.describe(page.scope)
+    print(f"{len(results)} most similar of {len(engine)} images to {printable(str(query))}"
+          f"{f' ({printable(given)})' if given else ''}:")
+    print(format_results(results, first=controls.offset + 1))
     if output is not None:
-        render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]),    # BGR -> RGB
-                       [(engine.thumbnail(name), name, score) for score, name in results],
-                       output, query_name=query_caption(str(query)))
+        matches = [(match_image(asked.master, name, engine.thumbnail(name), engine.etl_config),
+                    name, score) for score, name in results]
+        render_results(np.ascontiguousarray(query_bgr[:, :, ::-1]), matches,   # BGR -> RGB
+                       output, query_name=query_caption(str(query)),
+                       first_rank=controls.offset + 1)
         print(f"picture: {printable(str(output))}")
 
 
-def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> int:
+def serve_stdin(engine: ImageSearchEngine, asked: Asked, output: Optional[Path]) -> int:
     """Warm mode: one query path per stdin line, one block per query, ended by a blank line.
 
     Returns:
@@ -147,7 +202,7 @@ def serve_stdin(engine: ImageSearchEngine, n: int, output: Optional[Path]) -> in
         picture = None if output is None else output.with_name(
             f"{output.stem}-{count}{output.suffix}")
         try:
-            answer(engine, Path(text), engine.read_query(Path(text)), n, picture)
+            answer(engine, Path(text), engine.read_query(Path(text)), asked, picture)
         except UserError as err:
             failed += 1
             print(f"error: {one_line(err)}")
@@ -167,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           verbose=args.verbose, allow_hosts=args.allow_host,
                           token=args.token, quiet=args.quiet)
     config = load_config(args.params)
-    n = args.n if args.n is not None else config.serve.top_n
+    controls = SearchControls(args.folder, args.min_score, args.offset)
     data = None
     if args.query != STDIN:                # a missing or oversized query fails fast
         data = read_file(args.query, max_file_bytes(config.etl.max_pixels))
@@ -175,15 +230,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              full=args.verify_full) as pinned:
         # The configuration the artifacts were built with (a revision's own with --rev):
         # the query is decoded, transformed, whitened and expanded as they were. A bad
-        # query still fails before the model loads.
+        # query, or a folder that holds no image, still fails before the model loads.
         query_bgr = None if data is None else decode_with(data, pinned.config.etl,
                                                           str(args.query))
+        if controls.folder is not None:
+            names = load_npy(pinned.paths["names"], kind="U", ndim=1)
+            require_folder(rows_under(names, controls.folder), controls.folder)
         engine = ImageSearchEngine.load(pinned.config, pinned.paths)
     print(pinned.version.describe(), flush=True)
+    asked = Asked(args.n if args.n is not None else config.serve.top_n, controls,
+                  pinned.config.paths.resolve(args.params.parent)["master"])
     if query_bgr is None:
-        return serve_stdin(engine, n, args.output)
+        return serve_stdin(engine, asked, args.output)
     output = args.output if args.output is not None else Path(config.serve.output)
-    answer(engine, args.query, query_bgr, n, output)
+    answer(engine, args.query, query_bgr, asked, output)
     return 0
 
 

@@ -6,7 +6,8 @@
 - :mod:`lib.photos.images`: the ETL transform (BGR in, S x S RGB out), shared by the
   pipeline and every query.
 - :mod:`lib.photos.etl`: the ETL phase over a folder (incremental, in parallel).
-- :mod:`lib.photos.pictures`: the result and duplicate-group pictures.
+- :mod:`lib.photos.pictures`: the result and duplicate-group pictures (matches drawn
+  from their original photos).
 """
 from lib.photos.etl import run_etl
 from lib.photos.files import Skipped, dvc_hazards, hazard_of
@@ -14,9 +15,9 @@ from lib.photos.images import (
     decode_with, etl_transform, list_images, load_image, max_file_bytes, read_file, read_image,
     read_image_bgr)
 from lib.photos.pictures import (
-    query_caption, render_comparison, render_group, render_results)
+    match_image, query_caption, render_comparison, render_group, render_results)
 
 __all__ = ["Skipped", "decode_with", "dvc_hazards", "etl_transform", "hazard_of",
-           "list_images", "load_image", "max_file_bytes", "query_caption", "read_file",
-           "read_image", "read_image_bgr", "render_comparison", "render_group", "render_results",
-           "run_etl"]
+           "list_images", "load_image", "match_image", "max_file_bytes", "query_caption",
+           "read_file", "read_image", "read_image_bgr", "render_comparison", "render_group",
+           "render_results", "run_etl"]

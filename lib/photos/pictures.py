@@ -3,16 +3,23 @@ and near-duplicate groups side by side.
 
 Each tile is captioned with its rank and score (large), then its name on up to two
 lines: a name too long for them is shortened in the middle, so both its folder (often
-the label) and its file name stay readable.
+the label) and its file name stay readable. Every image is letterboxed on white in its
+tile, never stretched; a match is drawn from its original photo when it can be
+(:func:`match_image`), so it keeps its proportions.
 """
-from pathlib import PurePath
+import logging
+from pathlib import Path, PurePath, PurePosixPath
 from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from lib.artifacts import atomic_path
-from lib.errors import PathLike
+from lib.config import EtlConfig
+from lib.errors import ImageReadError, one_line, PathLike
+from lib.photos.images import etl_transform, read_image
+
+logger = logging.getLogger(__name__)
 
 _CAPTION_H = 66
 _GAP = 8
@@ -20,6 +27,8 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _NAME_SCALE = 0.4
 _NAME_LINES = 2
 _ELLIPSIS = "..."
+_SAME_PHOTO = 2.0      # mean |difference| of ETL outputs (of 255) within which a file
+                       # is still the photo its thumbnail was made from
 
 
 def _fit(rgb: np.ndarray, tile: int) -> np.ndarray:
@@ -32,6 +41,41 @@ def _fit(rgb: np.ndarray, tile: int) -> np.ndarray:
     top, left = (tile - size[1]) // 2, (tile - size[0]) // 2
     canvas[top:top + size[1], left:left + size[0]] = small
     return canvas
+
+
+def match_image(master: PathLike, name: str, thumbnail: np.ndarray,
+                config: EtlConfig) -> np.ndarray:
+    """The image to draw for a match: its original photo, else its ETL thumbnail.
+
+    The original is ``master / name``, decoded as the ETL decoded it (``config``: pixel
+    limit, reduced JPEG decoding, EXIF orientation). It is used only when it is there,
+    readable, and still the photo the thumbnail was made from (its ETL transform
+    matches the thumbnail): a photo replaced since the build, or a name that leaves
+    the folder, falls back to the thumbnail.
+
+    Args:
+        master: The collection folder (``paths.master``).
+        name: The match's image name (a path relative to ``master``).
+        thumbnail: (S, S, 3) ``uint8`` RGB, the ETL output of that photo.
+        config: The ETL settings the collection was built with.
+
+    Returns:
+        (H, W, 3) ``uint8`` RGB: the original's proportions, or the thumbnail.
+    """
+    parts = PurePosixPath(name).parts
+    if not parts or parts[0] == "/" or ".." in parts:
+        return thumbnail
+    try:
+        bgr = read_image(Path(master) / name, config)                      # (H, W, 3)
+    except ImageReadError as err:
+        logger.debug("drawing the thumbnail of %r: %s", name, one_line(err))
+        return thumbnail
+    again = etl_transform(bgr, config)                                      # (S, S, 3)
+    if again.shape != thumbnail.shape or np.abs(
+            again.astype(np.int16) - thumbnail.astype(np.int16)).mean() > _SAME_PHOTO:
+        logger.debug("drawing the thumbnail of %r: the file is another photo now", name)
+        return thumbnail
+    return np.ascontiguousarray(bgr[:, :, ::-1])                            # BGR -> RGB
 
 
 def _fits(text: str, width: int) -> bool:
@@ -110,19 +154,23 @@ def _write_png(canvas: np.ndarray, path: PathLike) -> None:
         tmp.write_bytes(encoded.tobytes())
 
 
-def render_results(query_rgb: np.ndarray, matches: Sequence[Tuple[np.ndarray, str, float]],
-                   path: PathLike, tile: int = 224, query_name: str = "query") -> None:
+def render_results(query_rgb: np.ndarray,  # pylint: disable=too-many-arguments
+                   matches: Sequence[Tuple[np.ndarray, str, float]], path: PathLike,
+                   tile: int = 224, query_name: str = "query", *, first_rank: int = 1) -> None:
     """Writes the result picture as a PNG (atomically).
 
     Args:
         query_rgb: The query image, (H, W, 3) RGB.
-        matches: (image RGB, name, score) per match, best first.
+        matches: (image RGB, name, score) per match, best first; each image of any
+            proportions (letterboxed in its tile).
         path: Output ``.png``.
         tile: Side of each image tile in pixels.
         query_name: The query's caption (see :func:`query_caption`).
+        first_rank: The rank of the first match (a later page starts after 1).
     """
     entries = [(query_rgb, "QUERY", query_name)] + [
-        (rgb, f"#{i}  {score:.4f}", name) for i, (rgb, name, score) in enumerate(matches, 1)]
+        (rgb, f"#{i}  {score:.4f}", name)
+        for i, (rgb, name, score) in enumerate(matches, first_rank)]
     _write_png(_row_picture(entries, tile, divider=True), path)
 
 

@@ -16,6 +16,7 @@ from lib.config import Config, EtlConfig, IndexConfig, positive_int
 from lib.embedding import preprocess, Vectorizer
 from lib.errors import ArtifactError, PathLike
 from lib.photos import decode_with, etl_transform, read_image
+from lib.retrieval.controls import folder_prefix, rows_under
 from lib.retrieval.expansion import expand
 from lib.retrieval.index import ApproximateIndex, ExactIndex, SearchIndex, VectorIndex
 from lib.retrieval.index_store import load_index
@@ -215,17 +216,15 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         return exact.scores(expand(exact, self._query_space(vector), self.query_expansion))
 
     def folder_rows(self, folder: str) -> np.ndarray:
-        """The sorted rows of the images under a folder of the collection: (R,).
-
-        ``folder`` is a prefix of the names at a ``/`` (``shoes``, ``2024/june``);
-        a folder that holds no image gives no rows.
-        """
-        prefix = folder.strip("/") + "/"
-        if prefix not in self._folders:
+        """The sorted rows (R,) of the images under a folder of the collection, a prefix
+        of the names at a ``/`` (``shoes``, ``2024/june``); none when it holds no image."""
+        prefix = folder_prefix(folder)
+        rows = self._folders.get(prefix)      # held locally: another thread may clear
+        if rows is None:
             if len(self._folders) >= _FOLDERS_KEPT:
                 self._folders.clear()
-            self._folders[prefix] = np.flatnonzero(np.char.startswith(self.names, prefix))
-        return self._folders[prefix]
+            rows = self._folders[prefix] = rows_under(self.names, prefix)
+        return rows
 
     def search_vector(self, vector: np.ndarray, n: int, *, offset: int = 0,
                       folder: Optional[str] = None,

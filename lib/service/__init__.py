@@ -8,8 +8,10 @@
 - :mod:`lib.service.limits`: request-size limit and one-line JSON errors.
 - :mod:`lib.service.access`: who may call it (Host and Origin checks, the bearer
   token) and the access log.
-- :mod:`lib.service.app`: the FastAPI application (routes, the web page in
-  ``static/``).
+- :mod:`lib.service.app`: the FastAPI application (health, version, reload, the web
+  page in ``static/``); :mod:`lib.service.search` (search with scope, cutoff and paging;
+  thumbnails), :mod:`lib.service.duplicates` (the near-duplicate groups) and
+  :mod:`lib.service.openapi` (the schema: every status and error body).
 - :mod:`lib.service.server`: binds the socket and runs uvicorn.
 """
 

@@ -196,19 +196,6 @@ def _target(scope: Scope) -> str:
 
 
 def install(app: FastAPI, policy: AccessPolicy) -> None:
-    """Adds the guard to ``app`` (outermost: add it after every other middleware), and,
-    with a token, declares the bearer scheme in the OpenAPI schema so that ``/docs``
-    offers an Authorize button."""
+    """Adds the guard to ``app`` (outermost: add it after every other middleware). The
+    schema's 401 and bearer scheme, with a token: :mod:`lib.service.openapi`."""
     app.add_middleware(AccessGuard, policy=policy)
-    if policy.token is None:
-        return
-    plain = app.openapi
-
-    def openapi() -> Dict[str, Any]:
-        schema = plain()
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http", "scheme": "bearer"}
-        schema["security"] = [{"bearer": []}]
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

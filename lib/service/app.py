@@ -1,108 +1,79 @@
-"""The FastAPI application: search by upload or by name, thumbnails, the web page.
+"""The FastAPI application: its routes, the OpenAPI schema, the web page.
 
-Routes (OpenAPI docs at ``/docs``, from local files: ``docs_page``):
+Routes (OpenAPI docs at ``/docs``, from local files: ``docs_page``; the schema documents
+every status and error body: :mod:`lib.service.openapi`):
 
-- ``POST /search?n=N`` with a multipart ``image`` file: the ``n`` collection images
-  most similar to it, with the version line that answered;
-- ``GET /search?name=NAME&n=N``: the same for a collection image (more like this);
-- ``GET /images/{name}``: a collection image's landing thumbnail (JPEG); the name may
-  hold any character, ``/`` and newline included (percent-encoded in the URL);
+- ``POST /search`` (upload) and ``GET /search?name=`` (more like this), with ``n``,
+  ``folder``, ``min_score`` and ``offset``; ``GET /images/{name}``, the thumbnails:
+  :mod:`lib.service.search`;
+- ``GET /duplicates``: the near-duplicate groups of the version served:
+  :mod:`lib.service.duplicates`;
 - ``GET /health`` (``?deep=1`` re-hashes the bytes the version answers from),
   ``GET /version``; ``POST /reload`` swaps in a new version, one at a time;
 - ``GET /``: the web page (``static/``: plain HTML, CSS and JavaScript).
 
-Names are only ever looked up in the loaded index: no request reads a file by name.
 Who may call which route: :mod:`lib.service.access`.
 """
 import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import AsyncIterator, Dict, List
+from typing import AsyncIterator, Dict, Optional
 
-import cv2
-import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import FastAPI, Query
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from starlette.convertors import Convertor, register_url_convertor
 
 from lib.config import Config
 from lib.errors import one_line, UserError
 from lib.service.access import AccessPolicy, install as install_access
 from lib.service.batching import BatchingEmbedder
 from lib.service.docs_page import install_docs
+from lib.service.duplicates import duplicates_routes
 from lib.service.engines import EngineHolder, Served
 from lib.service.limits import error_response, install as install_limits
+from lib.service.openapi import errors, install_schema
+from lib.service.search import search_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-class AnyPathConvertor(Convertor):
-    """A path parameter that takes every character, newlines too (Starlette's ``path``
-    stops at a newline, so an image whose name holds one had no thumbnail)."""
-
-    regex = r"[\s\S]*"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("anypath", AnyPathConvertor())
-
-
-class Match(BaseModel):
-    """One result."""
-
-    rank: int
-    score: float
-    name: str
-
-
-class SearchResult(BaseModel):
-    """The answer to one search."""
+class VersionInfo(BaseModel):
+    """The artifact versions that answer."""
 
     version: str
-    query: str
+    git_rev: Optional[str]
+    source: str
+    vectors_md5: str
+    hashes: Dict[str, str]
+    served_md5: Dict[str, str]
     images: int
-    results: List[Match]
+    loaded_at: str
 
 
-def _prepare(served: Served, data: bytes) -> np.ndarray:
-    """Decodes an upload as the ETL decodes the collection: (S, S, 3) ``float32``."""
-    return served.engine.model_input(data, source="upload")             # (S, S, 3)
+class Version(VersionInfo):
+    """``GET /version``: the version, and the page's defaults."""
+
+    default_n: int
+    max_n: int
 
 
-def _answer(served: Served, vector: np.ndarray, n: int, query: str) -> SearchResult:
-    """Ranks the collection against an embedding (D,)."""
-    hits = served.engine.search_vector(vector, n)
-    names = served.engine.names
-    return SearchResult(version=served.version.describe(), query=query,
-                        images=len(served.engine),
-                        results=[Match(rank=rank, score=score, name=str(names[row]))
-                                 for rank, (score, row) in enumerate(hits, start=1)])
+class Reloaded(VersionInfo):
+    """``POST /reload``: ``swapped`` or ``unchanged``, and the version answering now."""
+
+    status: str
 
 
-def _row(served: Served, name: str) -> int:
-    """The row of a collection image; 404 when the loaded version has no such name."""
-    row = served.engine.row(name)
-    if row is None:
-        raise HTTPException(404, f"no image named {name!r} in the collection")
-    return row
+class Health(BaseModel):
+    """``GET /health``."""
 
-
-def _thumbnail_jpeg(served: Served, row: int) -> bytes:
-    """The landing image of a row, JPEG-encoded."""
-    rgb = served.engine.image(row)                                       # (S, S, 3) RGB
-    ok, data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-    if not ok:
-        raise ValueError(f"cannot encode the thumbnail of row {row}")
-    return data.tobytes()
+    status: str
+    images: int
+    version: str
+    last_reload_error: Optional[str]
+    batching: Dict[str, float]
+    deep: Optional[Dict[str, float]] = None
 
 
 def _version_info(served: Served) -> Dict[str, object]:
@@ -152,40 +123,11 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config,
     install_access(app, policy)                 # outermost: refuses before the body is read
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_docs(app)
-    count = Query(config.serve.top_n, ge=1, le=settings.max_results,
-                  description="how many results")
+    app.include_router(search_routes(holder, embedder, config))
+    app.include_router(duplicates_routes(holder, config))
 
-    @app.post("/search", response_model=SearchResult)
-    async def search_upload(image: UploadFile = File(..., description="the query photo"),
-                            n: int = count) -> SearchResult:
-        """The collection images most similar to an uploaded photo."""
-        data = await image.read()
-        served = holder.current                      # one version for the whole request
-        vector = await embedder.embed(served.engine.vectorizer,
-                                      lambda: _prepare(served, data))
-        return await run_in_threadpool(_answer, served, vector, n,
-                                       image.filename or "upload")
-
-    @app.get("/search", response_model=SearchResult)
-    async def search_name(name: str = Query(..., description="a collection image's name"),
-                          n: int = count) -> SearchResult:
-        """The collection images most similar to one of its own (more like this)."""
-        served = holder.current
-        row = _row(served, name)
-        vector = served.engine.vector(row)                                  # (D,)
-        return await run_in_threadpool(_answer, served, vector, n, name)
-
-    @app.get("/images/{name:anypath}", response_class=Response,
-             responses={200: {"content": {"image/jpeg": {}}}})
-    async def thumbnail(name: str) -> Response:
-        """A collection image as the pipeline stored it (its landing thumbnail)."""
-        served = holder.current
-        data = await run_in_threadpool(_thumbnail_jpeg, served, _row(served, name))
-        return Response(data, media_type="image/jpeg",
-                        headers={"Cache-Control": "no-cache"})
-
-    @app.get("/health", responses={503: {"description": "the served bytes changed"},
-                                   429: {"description": "a deep check is running"}})
+    @app.get("/health", response_model=Health, responses=errors(
+        422, 429, 503, s429="a deep check is running: retry after Retry-After seconds"))
     async def health(deep: bool = Query(False, description="also re-hash every byte the "
                                                             "version answers from")
                      ) -> JSONResponse:
@@ -206,14 +148,14 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config,
             body["deep"] = checked
         return JSONResponse(body)
 
-    @app.get("/version")
+    @app.get("/version", response_model=Version)
     async def version() -> Dict[str, object]:
         """The artifact versions that answer, and the page's defaults."""
         return {**_version_info(holder.current), "default_n": config.serve.top_n,
                 "max_n": settings.max_results}
 
-    @app.post("/reload", responses={409: {"description": "the new version was refused"},
-                                    429: {"description": "a reload is running"}})
+    @app.post("/reload", response_model=Reloaded, responses=errors(
+        409, 413, 429, s429="a reload is running: retry after Retry-After seconds"))
     async def reload() -> JSONResponse:
         """Loads the version ``dvc.lock`` now records, beside the old one, then swaps."""
         try:
@@ -230,4 +172,5 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config,
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    install_schema(app, policy.token is not None)
     return app

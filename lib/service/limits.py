@@ -1,8 +1,9 @@
 """Hard edges of the service: the request-size limit and one-line JSON errors.
 
 Every refused request gets a 4xx status and a body ``{"error": "one line"}``:
-a user error (a bad image) 400, an unknown name 404, a body over the limit 413, a bad
-parameter 422. Anything else is a bug: a 500, with its traceback in the log.
+a user error (a bad image) 400, an unknown name or a folder without images 404, a
+method the path does not take 405 (with ``Allow``, RFC 9110), a body over the limit
+413, a bad parameter 422. Anything else is a bug: a 500, with its traceback in the log.
 """
 import logging
 from typing import Any, Awaitable, Callable, Dict, MutableMapping
@@ -11,8 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
-from lib.errors import one_line, UserError
+from lib.errors import NotInCollectionError, one_line, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -87,15 +90,37 @@ def _validation_message(err: RequestValidationError) -> str:
     return f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid')}"
 
 
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` value of a request's path: every method some route takes there (a
+    mounted static folder takes GET and HEAD)."""
+    # A mount the request went through set its own root path: match from the app's.
+    scope = {**request.scope, "root_path": request.scope.get(
+        "app_root_path", request.scope.get("root_path", ""))}
+    allowed = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Mount):
+            if route.matches(scope)[0] != Match.NONE:
+                allowed |= {"GET", "HEAD"}
+            continue
+        allowed |= {method for method in _METHODS
+                    if route.matches({**scope, "method": method})[0] == Match.FULL}
+    return ", ".join(sorted(allowed))
+
+
 def install(app: FastAPI, max_body: int) -> None:
     """Adds the body limit and the one-line JSON error handlers to ``app``."""
 
     async def user_error(_: Request, err: Exception) -> JSONResponse:
-        return error_response(400, one_line(err))
+        return error_response(404 if isinstance(err, NotInCollectionError) else 400,
+                              one_line(err))
 
-    async def http_error(_: Request, err: Exception) -> JSONResponse:
+    async def http_error(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, StarletteHTTPException)
-        return error_response(err.status_code, str(err.detail))
+        response = error_response(err.status_code, str(err.detail))
+        response.headers.update(err.headers or {})
+        if err.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
+        return response
 
     async def validation_error(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)

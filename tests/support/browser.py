@@ -54,3 +54,20 @@ def match_buttons(driver) -> dict:
     """The button of each match, by name."""
     return {button.get_attribute("data-name"): button
             for button in driver.find_elements(By.CSS_SELECTOR, "#matches li button")}
+
+
+def shown_ranks(driver) -> List[str]:
+    """The rank text of each match on the page, in order (``#1``, ...)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#matches li .rank')].map(e => e.textContent)")
+
+
+def wait_for_ranks(driver, first: str, **texts: str) -> None:
+    """Waits until the first match shown has rank ``first``, every thumbnail loaded, and
+    each element (by id) holds its text (``status="in folder shoes/"``)."""
+    WebDriverWait(driver, TIMEOUT).until(lambda d: (
+        shown_ranks(d)[:1] == [first]
+        and d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready"
+        and all(text in text_of(d, element) for element, text in texts.items())
+        and d.execute_script("return [...document.images].every("
+                             "i => i.complete && i.naturalWidth > 0)")))
