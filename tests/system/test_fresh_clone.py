@@ -78,7 +78,7 @@ def test_quick_start_offline_without_weights_stops_first_in_one_line_and_the_fix
     assert f"copied to {cache_file}" in errors[0]       # the fix names this clone's own path
     assert "Traceback" not in proc.stderr and "shared" not in errors[0]
     assert not list((clone / "data/landing").glob("*.npy")), "the ETL ran before the check"
-    cache_file.parent.mkdir(parents=True)               # the fix the line names
+    cache_file.parent.mkdir(parents=True, exist_ok=True)  # the fix the line names
     shutil.copyfile(WEIGHTS, cache_file)
     run(["dvc", "repro"], clone)
     assert (clone / "data/model/embedded_image_vectors.npy").is_file()
