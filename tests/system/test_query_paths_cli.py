@@ -51,6 +51,8 @@ def test_warm_mode_answers_the_next_line_after_every_unreadable_path(query_proje
            (os.fsencode(tmp_path / "secret.jpg"), "cannot read (Permission denied)"),
            (os.fsencode(tmp_path) + b"/" + b"n" * 300 + b".jpg",
             "cannot read (File name too long)"),
+           (os.fsencode(tmp_path) + b"/" + b"/".join([b"d" * 200] * 25) + b".jpg",
+            "cannot read (File name too long)"),                  # a 5,000-character path
            (os.fsencode(tmp_path) + b"/nul\0.jpg", "cannot read (embedded null byte)"),
            (os.fsencode(tmp_path) + b"/gone-\xff\xfe.jpg", "no such file")]
     lines = [os.fsencode(photo)] + [path for path, _ in bad] + [latin, os.fsencode(photo)]
@@ -80,6 +82,17 @@ def test_warm_mode_answers_the_next_line_after_every_unreadable_path(query_proje
     assert latin_answer[0].endswith(f"to {printable(os.fsdecode(latin))}:"), latin_answer
     assert latin_answer[1].split()[-1] == name_of(COLLECTION[2])
     assert last == first
+
+
+def test_a_five_thousand_character_query_path_is_one_line(query_project, tmp_path):
+    path = str(tmp_path) + "/" + "/".join(["d" * 200] * 25) + ".jpg"
+    assert len(path) > 5000
+    proc = subprocess.run([sys.executable, "stages/serve.py", path, "-n", "2"],
+                          cwd=query_project, env=tool_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+    assert proc.returncode == 1 and not proc.stdout.strip(), proc.stdout
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("serve.py: error: ")
+    assert "File name too long" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_no_verify_names_the_md5_of_the_vectors_it_loaded(query_project, tmp_path):
