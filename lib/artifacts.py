@@ -53,6 +53,8 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
             yield tmp
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
+            elif tmp.is_dir() and (target.is_file() or target.is_symlink()):
+                target.unlink()             # a file becomes a folder (an array sharded)
             os.replace(tmp, target)
     finally:
         if tmp.is_dir():

@@ -194,6 +194,20 @@ class FeatureEngineeringConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class StorageConfig(Section):
+    """How the big arrays (landing images, feature store, vectors) are stored.
+
+    Attributes:
+        shard_rows: 0 (the design): each array is one ``.npy`` file. N > 0: a folder of
+            ``.npy`` shards of about N rows each, cut where the photos' content keys
+            say (``lib.arrays``), so an update stores only the shards it changed.
+    """
+
+    SECTION = "storage"
+    shard_rows: int = setting(0, int, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModellingConfig(Section):  # pylint: disable=too-many-instance-attributes
     """The vectorizer model and how it embeds.
 
@@ -341,7 +355,10 @@ SECTIONS: Dict[str, Type[Section]] = {
     "paths": PathsConfig, "etl": EtlConfig, "feature_engineering": FeatureEngineeringConfig,
     "modelling": ModellingConfig, "whitening": WhiteningConfig, "serve": ServeConfig,
     "service": ServiceConfig, "index": IndexConfig, "duplicates": DuplicatesConfig,
+    "storage": StorageConfig,
 }
+# Sections a params.yaml may leave out (their defaults are the design's).
+OPTIONAL_SECTIONS = frozenset({"storage"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +375,7 @@ class Config:
     service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
     duplicates: DuplicatesConfig = dataclasses.field(default_factory=DuplicatesConfig)
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "params.yaml",
@@ -368,7 +386,8 @@ class Config:
             data: The parsed YAML.
             source: Names the file in error messages.
             missing_sections: Give absent sections their defaults (a revision built
-                before a section existed); otherwise an absent section is an error.
+                before a section existed); otherwise an absent section is an error,
+                unless it is one of ``OPTIONAL_SECTIONS``.
 
         Raises:
             ConfigError: One line: ``source: section.key: what is wrong``.
@@ -382,7 +401,7 @@ class Config:
         values = {}
         for name, section in SECTIONS.items():
             if name not in data:
-                if not missing_sections:
+                if not missing_sections and name not in OPTIONAL_SECTIONS:
                     raise ConfigError(f"{source}: section {name!r} is missing")
                 values[name] = section()
                 continue

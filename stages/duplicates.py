@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
+from lib.arrays import read_array, row_view
 from lib.artifacts import load_npy
 from lib.config import DuplicatesConfig, load_config
 from lib.errors import ConfigError
@@ -74,10 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              verify=not args.no_verify) as pinned:        # arrays stay mapped after release
         built = pinned.config
         paths = pinned.paths
-        vectors = load_npy(paths["vectors"], dtype=np.float32, ndim=2, mmap=True)
+        vectors = read_array(paths["vectors"], dtype=np.float32, ndim=2)
         names = load_npy(paths["names"], kind="U", ndim=1)
         side = built.etl.image_size
-        images = load_npy(paths["images"], dtype=np.uint8, ndim=4, mmap=True,
+        images = row_view(paths["images"], dtype=np.uint8, ndim=4,
                           trailing_shape=(side, side, 3))
         check_index(vectors, names, images)
         whitening = None

@@ -26,7 +26,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parses the command line."""
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("master", type=Path, help="folder of photos (searched recursively)")
-    parser.add_argument("images", type=Path, help="output .npy: (N, 224, 224, 3) uint8 RGB")
+    parser.add_argument("images", type=Path,
+                        help="output .npy: (N, 224, 224, 3) uint8 RGB (or a folder of shards)")
     parser.add_argument("names", type=Path, help="output .npy: (N,) image names")
     parser.add_argument("report", type=Path, help="output JSON: counts and skipped files")
     parser.add_argument("--rows", type=Path, default=None,
@@ -39,12 +40,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     clean_leftovers(args.images, args.names, args.report)
-    config = load_config(args.params).etl
+    params = load_config(args.params)
+    config = params.etl
     previous = (None, None) if args.rows is None else \
         previous_rows(args.params.parent, args.images, args.rows)
     run_etl(args.master, args.images, args.names, args.report, config,
             made_by=recipe(__file__, row_settings(config.to_dict())), index_out=args.rows,
-            previous=previous)
+            previous=previous, shard_rows=params.storage.shard_rows if args.rows else 0)
     return 0
 
 

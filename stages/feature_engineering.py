@@ -7,6 +7,7 @@ Usage (as ``dvc.yaml`` runs it)::
 
 With the row indexes, only rows not in the previous output are computed (see
 ``lib/incremental/rows.py``); the others are copied from it, read from DVC's cache.
+With ``storage.shard_rows`` > 0 the feature store is a folder of shards (``lib/arrays``).
 """
 import argparse
 import sys
@@ -27,7 +28,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parses the command line."""
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", type=Path, help="ETL output .npy (N, 224, 224, 3) uint8")
-    parser.add_argument("features", type=Path, help="output .npy (N, 224, 224, 3) float32")
+    parser.add_argument("features", type=Path,
+                        help="output .npy (N, 224, 224, 3) float32 (or a folder of shards)")
     add_row_index_args(parser)
     return parser.parse_args(argv)
 
@@ -37,14 +39,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     clean_leftovers(args.features)
-    config = load_config(args.params).feature_engineering
+    params = load_config(args.params)
+    config = params.feature_engineering
     if args.rows is None or args.upstream_rows is None:
         run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size)
         return 0
     index, plan = plan_stage(args.params.parent, args.upstream_rows, args.features, args.rows,
                              __file__, row_settings(config.to_dict()))
     run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size,
-                            plan=plan)
+                            plan=plan, storage=(index.keys, params.storage.shard_rows))
     index.save(args.rows)
     return 0
 

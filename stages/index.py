@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.artifacts import load_npy
+from lib.arrays import read_array
 from lib.config import load_config
 from lib.retrieval import build_index, load_previous, load_whitening, save_index
 
@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cli.setup_logging(args.verbose)
     settings = load_config(args.params)
-    vectors = load_npy(args.vectors, dtype=np.float32, ndim=2, mmap=True)
+    vectors = read_array(args.vectors, dtype=np.float32, ndim=2)
     whitening = load_whitening(args.whitening, vectors.shape[1], vectors.shape[0],
                                expected_dim=settings.whitening.dim)
     index, action = build_index(vectors, whitening, settings.index,

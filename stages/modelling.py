@@ -121,11 +121,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
                                      runtime=modelling.runtime, precision=modelling.precision,
                                      inference_model=args.inference_model)
+        storage = (None, 0) if index is None else (index.keys, config.storage.shard_rows)
         if on_ray:
-            run_ray_embedding(args.features, args.vectors, vectorizer, modelling, plan=plan)
+            run_ray_embedding(args.features, args.vectors, vectorizer, modelling, plan=plan,
+                              storage=storage)
         else:
             run_embedding(args.features, args.vectors, vectorizer,
-                          chunk_size=modelling.chunk_size, plan=plan)
+                          chunk_size=modelling.chunk_size, plan=plan, storage=storage)
     if index is not None:
         index.save(args.rows)
     return 0

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from lib import cli
-from lib.artifacts import clean_leftovers, load_npy
+from lib.arrays import read_array
+from lib.artifacts import clean_leftovers
 from lib.config import load_config
 from lib.retrieval import fit_whitening, save_whitening
 
@@ -41,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.setup_logging(args.verbose)
     clean_leftovers(args.whitening)
     dim = load_config(args.params).whitening.dim
-    vectors = load_npy(args.vectors, dtype=np.float32, ndim=2, mmap=True)
+    vectors = read_array(args.vectors, dtype=np.float32, ndim=2)
     whitening = fit_whitening(vectors, dim) if dim else None
     save_whitening(args.whitening, whitening, input_dim=vectors.shape[1],
                    rows=vectors.shape[0])

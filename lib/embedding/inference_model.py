@@ -23,7 +23,8 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
-from lib.artifacts import atomic_path, NpyRowReader, save_json
+from lib.arrays import open_rows
+from lib.artifacts import atomic_path, save_json
 from lib.config import ModellingConfig, PRECISIONS
 from lib.errors import ArtifactError, PathLike
 from lib.incremental import file_sha256
@@ -84,8 +85,8 @@ def quantize_int8(keras_model, features_path: PathLike, size: int,
     import nncf
     import openvino
 
-    features = NpyRowReader(features_path, dtype=np.float32, ndim=4,
-                            trailing_shape=tuple(keras_model.input_shape[1:]))  # (N, S, S, 3)
+    features = open_rows(features_path, dtype=np.float32, ndim=4,
+                         trailing_shape=tuple(keras_model.input_shape[1:]))   # (N, S, S, 3)
     if len(features) == 0:
         raise ArtifactError(f"feature store {features_path} is empty: nothing to calibrate "
                             "int8 on")

@@ -5,11 +5,11 @@ both call :func:`preprocess`. It is Keras' ``caffe`` mode written in NumPy, bit 
 (float32 RGB to BGR, then the float32 ImageNet channel means subtracted, as Keras does
 in place), so neither path imports TensorFlow for it.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
-from lib.artifacts import NpyRowReader
+from lib.arrays import open_rows
 from lib.errors import PathLike
 from lib.incremental import apply_rows, RowPlan
 
@@ -43,7 +43,8 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 
 
 def run_feature_engineering(images_in: PathLike, features_out: PathLike,
-                            chunk_size: int = 128, plan: Optional[RowPlan] = None) -> int:
+                            chunk_size: int = 128, plan: Optional[RowPlan] = None,
+                            storage: Tuple[Optional[np.ndarray], int] = (None, 0)) -> int:
     """Applies ``preprocess`` to the ETL output chunk by chunk.
 
     Args:
@@ -52,10 +53,12 @@ def run_feature_engineering(images_in: PathLike, features_out: PathLike,
         chunk_size: Rows per step.
         plan: The rows to compute and where the others are copied from
             (:func:`lib.incremental.rows.plan_rows`); None computes every row.
+        storage: ``(keys, shard_rows)``: the output as shards cut at the rows' content
+            keys (:mod:`lib.arrays`); ``(None, 0)``: one ``.npy`` file.
 
     Returns:
         The number of rows written.
     """
-    images = NpyRowReader(images_in, dtype=np.uint8, ndim=4)          # (N, S, S, 3)
+    images = open_rows(images_in, dtype=np.uint8, ndim=4)             # (N, S, S, 3)
     return apply_rows(images, features_out, images.shape[1:], np.float32, preprocess,
-                      plan or RowPlan.full(len(images)), chunk_size, "features")
+                      plan or RowPlan.full(len(images)), chunk_size, "features", storage)

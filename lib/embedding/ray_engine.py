@@ -26,7 +26,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from lib.artifacts import atomic_path, NpyRowReader, NpyRowWriter, open_npy_writer
+from lib.arrays import open_rows, open_rows_writer, RowWriter
+from lib.artifacts import atomic_path
 from lib.config import ModellingConfig
 from lib.embedding.vectorizer import MODEL_FILE, Vectorizer
 from lib.errors import ArtifactError, ConfigError, PathLike, RayClusterError
@@ -125,7 +126,7 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
 def _read_rows(batch: Dict[str, np.ndarray], features: str) -> Dict[str, np.ndarray]:
     """Ray Data task on the driver's node: the feature-store rows a batch names."""
     rows = np.asarray(batch["data"], dtype=np.int64)                    # (C,) sorted
-    reader = NpyRowReader(features, dtype=np.float32, ndim=4)          # (N, S, S, 3)
+    reader = open_rows(features, dtype=np.float32, ndim=4)             # (N, S, S, 3)
     runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)       # contiguous runs
     return {"row": rows,
             "features": np.concatenate([reader.read(run[0], run[-1] + 1) for run in runs])}
@@ -196,7 +197,7 @@ def _dataset(ray, features: Path, vectorizer: Vectorizer, modelling: ModellingCo
                                    "runtime": modelling.runtime})
 
 
-def embed_rows(features_in: PathLike, out: NpyRowWriter, vectorizer: Vectorizer,
+def embed_rows(features_in: PathLike, out: RowWriter, vectorizer: Vectorizer,
                modelling: ModellingConfig, rows: Optional[np.ndarray] = None,
                out_rows: Optional[np.ndarray] = None,
                progress: Optional[Progress] = None) -> int:
@@ -222,8 +223,8 @@ def embed_rows(features_in: PathLike, out: NpyRowWriter, vectorizer: Vectorizer,
     """
     ray = _ray()
     features = Path(features_in).resolve()
-    total = len(NpyRowReader(features, dtype=np.float32, ndim=4,
-                             trailing_shape=vectorizer.input_shape))
+    total = len(open_rows(features, dtype=np.float32, ndim=4,
+                          trailing_shape=vectorizer.input_shape))
     rows = np.arange(total, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= total):
         raise ValueError(f"rows must be sorted, distinct and within [0, {total})")
@@ -245,7 +246,7 @@ def embed_rows(features_in: PathLike, out: NpyRowWriter, vectorizer: Vectorizer,
     return len(rows)
 
 
-def _write(out: NpyRowWriter, targets: np.ndarray, vectors: np.ndarray) -> None:
+def _write(out: RowWriter, targets: np.ndarray, vectors: np.ndarray) -> None:
     """Writes (C, D) ``vectors`` at output rows ``targets``, one write per contiguous run."""
     order = np.argsort(targets, kind="stable")
     targets, vectors = targets[order], vectors[order]                    # (C,), (C, D)
@@ -256,14 +257,16 @@ def _write(out: NpyRowWriter, targets: np.ndarray, vectors: np.ndarray) -> None:
 def run_ray_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
                       modelling: ModellingConfig, rows: Optional[np.ndarray] = None,
                       progress: Optional[Progress] = None,
-                      plan: Optional[RowPlan] = None) -> int:
+                      plan: Optional[RowPlan] = None,
+                      storage: Tuple[Optional[np.ndarray], int] = (None, 0)) -> int:
     """Embeds the feature store (or its ``rows``) on Ray into a new ``.npy``, atomically.
 
     The Ray counterpart of :func:`lib.embedding.vectorizer.run_embedding`: row ``i`` of the output
     is the vector of feature row ``i`` (of ``rows[i]`` when given). With an incremental
     ``plan`` (see :mod:`lib.incremental.rows`) the output has every feature row: the rows of
     ``plan.compute`` are embedded on Ray, the others copied from the previous vectors.
-    Call it inside :func:`ray_session`.
+    Call it inside :func:`ray_session`. ``storage`` ``(keys, shard_rows)`` writes the
+    planned output as shards cut at the keys (:mod:`lib.arrays`).
 
     Returns:
         The number of vectors written.
@@ -271,16 +274,17 @@ def run_ray_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: 
     # pylint: disable=too-many-arguments
     if plan is not None:
         total = len(plan.sources)
-        with open_npy_writer(vectors_out, (total, vectorizer.dim), np.float32) as out:
+        with open_rows_writer(vectors_out, (total, vectorizer.dim), np.float32,
+                              *storage) as out:
             if plan.previous is not None:
-                previous = NpyRowReader(plan.previous, dtype=np.float32, ndim=2,
-                                        trailing_shape=(vectorizer.dim,))   # (N', D)
+                previous = open_rows(plan.previous, dtype=np.float32, ndim=2,
+                                     trailing_shape=(vectorizer.dim,))      # (N', D)
                 copy_rows(previous, out, plan.sources, modelling.chunk_size)
             if len(plan.compute):
                 embed_rows(features_in, out, vectorizer, modelling, plan.compute,
                            plan.compute, progress)
         return total
-    count = len(NpyRowReader(features_in)) if rows is None else len(rows)
-    with open_npy_writer(vectors_out, (count, vectorizer.dim), np.float32) as out:
+    count = len(open_rows(features_in)) if rows is None else len(rows)
+    with open_rows_writer(vectors_out, (count, vectorizer.dim), np.float32) as out:
         return embed_rows(features_in, out, vectorizer, modelling, rows,
                           np.arange(count) if rows is not None else None, progress)

@@ -11,11 +11,12 @@ import tempfile
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from lib.artifacts import atomic_path, NpyRowReader
+from lib.arrays import open_rows
+from lib.artifacts import atomic_path
 from lib.config import positive_int
 from lib.embedding.conversion import sha256_hex
 from lib.embedding.inference_model import read_inference_model
@@ -253,7 +254,8 @@ def _reproducible_archive(path: Path) -> None:
 
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
-                  chunk_size: int = 256, plan: Optional[RowPlan] = None) -> int:
+                  chunk_size: int = 256, plan: Optional[RowPlan] = None,
+                  storage: Tuple[Optional[np.ndarray], int] = (None, 0)) -> int:
     """Embeds the feature store with ``vectorizer``, chunk by chunk.
 
     Args:
@@ -264,12 +266,14 @@ def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vect
         plan: ``plan.compute`` (sorted row indices) are embedded; every other row ``i``
             is copied from row ``plan.sources[i]`` of ``plan.previous`` (the previous
             vectors). None embeds every row.
+        storage: ``(keys, shard_rows)``: the output as shards cut at the rows' content
+            keys (:mod:`lib.arrays`); ``(None, 0)``: one ``.npy`` file.
 
     Returns:
         The number of vectors written.
     """
-    features = NpyRowReader(features_in, dtype=np.float32, ndim=4,
-                            trailing_shape=vectorizer.input_shape)  # (N, S, S, 3)
+    features = open_rows(features_in, dtype=np.float32, ndim=4,
+                         trailing_shape=vectorizer.input_shape)     # (N, S, S, 3)
     return apply_rows(features, vectors_out, (vectorizer.dim,), np.float32,
                       vectorizer.transform, plan or RowPlan.full(len(features)), chunk_size,
-                      "embedding")
+                      "embedding", storage)

@@ -13,8 +13,9 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from lib.arrays import ArraySource
 from lib.artifacts import recorded_output
 from lib.errors import ArtifactError, PathLike
 from lib.incremental.rows import plan_rows, recipe, RowIndex, RowPlan
@@ -22,17 +23,22 @@ from lib.incremental.rows import plan_rows, recipe, RowIndex, RowPlan
 logger = logging.getLogger(__name__)
 
 
-def _object_path(root: Path, md5: str) -> Optional[Path]:
-    """Where DVC's local cache keeps an object, if it is there."""
+def _object_paths(root: Path, md5s: Sequence[str]) -> List[Optional[Path]]:
+    """Where DVC's local cache keeps objects, for those that are there (one Repo opened)."""
     from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
     from dvc.exceptions import DvcException  # pylint: disable=import-outside-toplevel
     try:
         with Repo(str(root)) as repo:
-            path = Path(repo.cache.local.oid_to_path(md5))
+            paths = [Path(repo.cache.local.oid_to_path(md5)) for md5 in md5s]
     except DvcException as err:
         logger.info("no previous outputs: %s", err)
-        return None
-    return path if path.is_file() else None
+        return [None] * len(md5s)
+    return [path if path.is_file() else None for path in paths]
+
+
+def _object_path(root: Path, md5: str) -> Optional[Path]:
+    """Where DVC's local cache keeps an object, if it is there."""
+    return _object_paths(root, [md5])[0]
 
 
 def _checked(cached: Optional[Path], entry: Dict[str, Any]) -> Optional[Path]:
@@ -46,6 +52,20 @@ def _checked(cached: Optional[Path], entry: Dict[str, Any]) -> Optional[Path]:
                        "reusing it", entry.get("path"))
         return None
     return cached
+
+
+def _listing(root: Path, md5: str, output: PathLike) -> List[Dict[str, Any]]:
+    """The ``relpath``/``md5`` entries of a cached folder output (empty if not cached)."""
+    listing = _object_path(root, md5)
+    if listing is None:
+        return []
+    try:
+        files = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        logger.info("no previous %s: %s", output, err)
+        return []
+    return [item for item in (files if isinstance(files, list) else ())
+            if isinstance(item, dict) and item.get("relpath") and item.get("md5")]
 
 
 def previous_output(root: PathLike, output: PathLike, member: Optional[str] = None
@@ -67,28 +87,43 @@ def previous_output(root: PathLike, output: PathLike, member: Optional[str] = No
     md5 = str(entry["md5"])
     if member is None:
         return None if md5.endswith(".dir") else _checked(_object_path(root, md5), entry)
-    listing = _object_path(root, md5) if md5.endswith(".dir") else None
-    if listing is None:
+    if not md5.endswith(".dir"):
         return None
-    try:
-        files = json.loads(listing.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        logger.info("no previous %s: %s", output, err)
-        return None
-    for item in files if isinstance(files, list) else ():
-        if isinstance(item, dict) and item.get("relpath") == member and item.get("md5"):
+    for item in _listing(root, md5, output):
+        if item["relpath"] == member:
             return _object_path(root, str(item["md5"]))
     return None
 
 
+def previous_array(root: PathLike, output: PathLike) -> Optional[ArraySource]:
+    """The cached array an output was last time: its file, or its shard files in order.
+
+    Returns:
+        The file, a tuple of shard files (a sharded array, :mod:`lib.arrays`), or None
+        if not recorded or not wholly cached.
+    """
+    root = Path(root)
+    entry = recorded_output(root, output)
+    md5 = str((entry or {}).get("md5") or "")
+    if not md5.endswith(".dir"):
+        return previous_output(root, output)
+    items = sorted((item for item in _listing(root, md5, output)
+                    if str(item["relpath"]).endswith(".npy")), key=lambda item: item["relpath"])
+    shards = tuple(_object_paths(root, [str(item["md5"]) for item in items]))
+    if not shards or any(shard is None for shard in shards):
+        logger.info("no previous %s: not wholly in DVC's cache", output)
+        return None
+    return shards
+
+
 def previous_rows(root: PathLike, array: PathLike, index: PathLike
-                  ) -> Tuple[Optional[RowIndex], Optional[Path]]:
+                  ) -> Tuple[Optional[RowIndex], Optional[ArraySource]]:
     """The row index and array a stage wrote last time, from DVC's cache.
 
     Returns:
         ``(index, array)``; both None unless both are recorded, cached and readable.
     """
-    cached_index, cached_array = previous_output(root, index), previous_output(root, array)
+    cached_index, cached_array = previous_output(root, index), previous_array(root, array)
     if cached_index is None or cached_array is None:
         logger.info("no previous %s in DVC's cache: building it in full", array)
         return None, None

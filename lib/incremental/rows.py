@@ -26,7 +26,8 @@ from typing import (Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from lib.artifacts import atomic_path, NpyRowReader, NpyRowWriter, open_npy_writer
+from lib.arrays import ArraySource, open_rows, open_rows_writer, RowReader, RowWriter
+from lib.artifacts import atomic_path
 from lib.errors import ArtifactError, PathLike
 from lib.incremental.code import ROOT, code_files
 from lib.progress import progress
@@ -129,12 +130,13 @@ class RowPlan(NamedTuple):
         compute: (K,) ``int64``, sorted: the output rows to compute.
         sources: (N,) ``int64``: for each output row, its row in ``previous``; -1 for
             the rows in ``compute``.
-        previous: The previous output array to copy from; None when nothing is reused.
+        previous: The previous output array to copy from (a file, or the shard files
+            of a sharded one); None when nothing is reused.
     """
 
     compute: np.ndarray
     sources: np.ndarray
-    previous: Optional[Path]
+    previous: Optional[ArraySource]
 
     @classmethod
     def full(cls, total: int) -> "RowPlan":
@@ -153,7 +155,7 @@ class RowPlan(NamedTuple):
 
 
 def plan_rows(keys: np.ndarray, made_by: RowIndex, previous: Optional[RowIndex],
-              previous_array: Optional[Path]) -> RowPlan:
+              previous_array: Optional[ArraySource]) -> RowPlan:
     """The rows to compute: those whose key the previous output lacks, or all.
 
     Args:
@@ -170,7 +172,7 @@ def plan_rows(keys: np.ndarray, made_by: RowIndex, previous: Optional[RowIndex],
             previous.fingerprint != made_by.fingerprint:
         return RowPlan.full(len(keys))
     try:
-        rows = len(NpyRowReader(previous_array))
+        rows = len(open_rows(previous_array))
     except ArtifactError:
         return RowPlan.full(len(keys))
     if rows != len(previous.keys):
@@ -198,7 +200,7 @@ def runs(targets: np.ndarray, rows: Optional[np.ndarray] = None) -> Iterator[Tup
         yield start, int(targets[start]), stop - start
 
 
-def read_rows(reader: NpyRowReader, rows: np.ndarray) -> np.ndarray:
+def read_rows(reader: RowReader, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` (sorted or not) of a ``.npy`` file, read run by run."""
     out = np.empty((len(rows),) + reader.shape[1:], dtype=reader.dtype)   # (K, ...)
     for start, first, length in runs(rows):
@@ -206,13 +208,13 @@ def read_rows(reader: NpyRowReader, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_rows(writer: NpyRowWriter, rows: np.ndarray, values: np.ndarray) -> None:
+def write_rows(writer: RowWriter, rows: np.ndarray, values: np.ndarray) -> None:
     """``writer[rows[i]] = values[i]``, written run by run."""
     for start, first, length in runs(rows):
         writer[first:first + length] = values[start:start + length]
 
 
-def copy_rows(source: NpyRowReader, writer: NpyRowWriter, sources: np.ndarray,
+def copy_rows(source: RowReader, writer: RowWriter, sources: np.ndarray,
               chunk_size: int) -> None:
     """``writer[i] = source[sources[i]]`` for every ``i`` with ``sources[i] >= 0``.
 
@@ -228,14 +230,17 @@ def copy_rows(source: NpyRowReader, writer: NpyRowWriter, sources: np.ndarray,
             writer[first + offset:first + offset + count] = source.read(row, row + count)
 
 
-def apply_rows(source: NpyRowReader, output: PathLike, trailing_shape: Tuple[int, ...],
+def apply_rows(source: RowReader, output: PathLike, trailing_shape: Tuple[int, ...],
                dtype: Any, transform: Callable[[np.ndarray], np.ndarray], plan: RowPlan,
-               chunk_size: int, desc: str) -> int:
+               chunk_size: int, desc: str, storage: Tuple[Optional[np.ndarray], int] = (None, 0)
+               ) -> int:
+    # pylint: disable=too-many-arguments,too-many-positional-arguments
     """Writes ``output[i] = transform(source[i])`` for the planned rows, copies the rest.
 
     Rows are copied from ``plan.previous`` first (sequential runs), then the rows of
     ``plan.compute`` are read, transformed and written ``chunk_size`` at a time, with
-    progress reported. The output appears atomically.
+    progress reported. The output appears atomically, as one file or, with ``storage``
+    ``(keys, shard_rows)``, as shards cut at those keys (:mod:`lib.arrays`).
 
     Returns:
         The number of rows written.
@@ -245,10 +250,10 @@ def apply_rows(source: NpyRowReader, output: PathLike, trailing_shape: Tuple[int
         raise ArtifactError(f"{source.path} has {total} rows, its row index "
                             f"{len(plan.sources)}: run `dvc repro`")
     shape = (total,) + tuple(trailing_shape)
-    with open_npy_writer(output, shape, dtype) as out:
+    with open_rows_writer(output, shape, dtype, *storage) as out:
         if plan.previous is not None:
-            previous = NpyRowReader(plan.previous, dtype=dtype, ndim=len(shape),
-                                    trailing_shape=trailing_shape)
+            previous = open_rows(plan.previous, dtype=dtype, ndim=len(shape),
+                                 trailing_shape=trailing_shape)
             copy_rows(previous, out, plan.sources, chunk_size)
         with progress(len(plan.compute), desc) as meter:
             for start in range(0, len(plan.compute), chunk_size):

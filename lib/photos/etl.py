@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from lib.arrays import ArraySource, open_rows, open_rows_writer
 from lib.artifacts import clean_leftovers, NpyRowReader, open_npy_writer, save_json, save_npy
 from lib.config import EtlConfig
 from lib.errors import ImageReadError, InputError, PathLike, printable
@@ -133,7 +134,8 @@ def _plan(files: List[Path], config: EtlConfig, made_by: Optional[Dict[str, Any]
 
 
 def _write_images(images_out: PathLike, plan: RowPlan, decoded_rows: Path,
-                  from_decoded: np.ndarray, kept: np.ndarray, config: EtlConfig) -> None:
+                  from_decoded: np.ndarray, kept: np.ndarray, config: EtlConfig,
+                  storage: Tuple[np.ndarray, int]) -> None:
     """Writes the kept files' rows: from the previous output or from the decoded rows.
 
     Args:
@@ -143,22 +145,26 @@ def _write_images(images_out: PathLike, plan: RowPlan, decoded_rows: Path,
         from_decoded: (N,) row in ``decoded_rows`` of each kept file, -1 if reused.
         kept: (N,) the files kept, in order.
         config: The ETL settings (image size, chunk size).
+        storage: ``(keys, shard_rows)`` of the kept rows: shards cut at the keys, or
+            one ``.npy`` file when ``shard_rows`` is 0 (:mod:`lib.arrays`).
     """
     side, chunk_size = config.image_size, config.chunk_size
-    if len(kept) == len(plan.sources) == np.count_nonzero(from_decoded >= 0):
+    if len(kept) == len(plan.sources) == np.count_nonzero(from_decoded >= 0) \
+            and not storage[1]:
         os.replace(decoded_rows, images_out)     # all decoded: the rows file is the output
         return
-    with open_npy_writer(images_out, (len(kept), side, side, 3), np.uint8) as out:
+    with open_rows_writer(images_out, (len(kept), side, side, 3), np.uint8, *storage) as out:
         if plan.previous is not None:
-            copy_rows(NpyRowReader(plan.previous), out, plan.sources[kept], chunk_size)
+            copy_rows(open_rows(plan.previous), out, plan.sources[kept], chunk_size)
         copy_rows(NpyRowReader(decoded_rows), out, from_decoded, chunk_size)
 
 
 def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             report_out: PathLike, config: EtlConfig,
             made_by: Optional[Dict[str, Any]] = None, index_out: Optional[PathLike] = None,
-            previous: Tuple[Optional[RowIndex], Optional[Path]] = (None, None)
-            ) -> Dict[str, Any]:
+            previous: Tuple[Optional[RowIndex], Optional[ArraySource]] = (None, None),
+            shard_rows: int = 0) -> Dict[str, Any]:
+    # pylint: disable=too-many-arguments,too-many-positional-arguments
     """Reads every image under ``master`` and writes the resized RGB array and names.
 
     Unreadable files are logged, skipped and listed with their reason in the report;
@@ -179,6 +185,8 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         made_by: The :func:`lib.incremental.rows.recipe` of the rows (None: an empty one).
         index_out: Where to write the :class:`RowIndex` of the rows, if anywhere.
         previous: The previous output's row index and ``images`` array, or Nones.
+        shard_rows: > 0: write the images as shards of about this many rows, cut at
+            the photos' content keys (:mod:`lib.arrays`); 0: one ``.npy`` file.
 
     Returns:
         The report.
@@ -204,7 +212,8 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         if kept.size == 0:
             raise InputError(f"none of the {found} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
-        _write_images(images_out, plan, tmp_rows, from_new[kept], kept, config)
+        _write_images(images_out, plan, tmp_rows, from_new[kept], kept, config,
+                      (index.keys[kept], shard_rows))
     finally:
         tmp_rows.unlink(missing_ok=True)
     names = [files[i].relative_to(master).as_posix() for i in kept]

@@ -11,6 +11,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from lib.arrays import read_array, row_view
 from lib.artifacts import load_npy
 from lib.config import Config, EtlConfig, IndexConfig, positive_int
 from lib.embedding import preprocess, Vectorizer
@@ -110,12 +111,12 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         if "index" not in paths and config.index.kind in ("hnsw", "ivfpq"):
             raise ArtifactError(f"index.kind is {config.index.kind} but there is no index "
                                 "artifact: run dvc repro")
-        vectors = load_npy(paths["vectors"], dtype=np.float32, ndim=2, mmap=True)
+        vectors = read_array(paths["vectors"], dtype=np.float32, ndim=2)
         names = load_npy(paths["names"], kind="U", ndim=1)
         images = None
         if with_images:
             side = config.etl.image_size
-            images = load_npy(paths["images"], dtype=np.uint8, ndim=4, mmap=True,
+            images = row_view(paths["images"], dtype=np.uint8, ndim=4,
                               trailing_shape=(side, side, 3))
         check_index(vectors, names, images)       # before the slow model load
         whitening = None

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lib.arrays import read_array
 from lib.artifacts import load_npy
 from lib.config import load_config
 from lib.embedding.preprocessing import run_feature_engineering
@@ -211,3 +212,47 @@ def test_other_weights_change_the_vectors_fingerprint(library, tmp_path):
             config.modelling, config.etl))
         plans.append(len(plan.compute))
     assert plans == [0, 0, len(PHOTOS)]
+
+
+ARRAYS = ("data/landing/resized_rgb.npy", "data/feature_store/feature_engineered.npy",
+          "data/model/embedded_image_vectors.npy")
+
+
+def shard_md5s(project: Path, path: str) -> List[str]:
+    """The md5 of each shard of a sharded output, from its listing in DVC's cache."""
+    stages = yaml.safe_load((project / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    md5 = next(out["md5"] for stage in stages.values() for out in stage.get("outs", [])
+               if out["path"] == path)
+    assert md5.endswith(".dir"), f"{path} is not a folder of shards"
+    listing = json.loads(cache_object(project, md5.removesuffix(".dir") + ".dir").read_text())
+    return [item["md5"] for item in sorted(listing, key=lambda item: item["relpath"])]
+
+
+def test_sharded_arrays_store_only_the_shards_an_update_changed(library, tmp_path):
+    project = clone(library[0], tmp_path / "other")
+    single = {path: load_npy(project / path) for path in ARRAYS}
+    set_params(project, {"storage.shard_rows": 2})
+    log = repro_log(project)
+    assert planned(log) == {stage: (0, 6) for stage in STAGES}, log   # rows kept, relaid
+    before = {}
+    for path in ARRAYS:
+        assert (project / path).is_dir()
+        assert np.array_equal(read_array(project / path), single[path]), path
+        before[path] = shard_md5s(project, path)
+    for number, path in enumerate(NEW[:2]):
+        shutil.copyfile(DATASET / path, project / "data/master" / f"photo-{number:02d}b.jpg")
+    log = repro_log(project)
+    assert planned(log) == {stage: (2, 8) for stage in STAGES}, log
+    for path in ARRAYS:
+        stored = set(shard_md5s(project, path)) - set(before[path])
+        assert len(stored) <= 4, f"{path}: {len(stored)} new shards for 2 new photos"
+    names, images, vectors = from_scratch(project, tmp_path / "scratch")
+    assert load_npy(project / "data/landing/image_names.npy").tolist() == names.tolist()
+    assert np.array_equal(read_array(project / ARRAYS[0]), images)
+    cosine = np.diag(get_cosine_similarity(read_array(project / ARRAYS[2]), vectors))
+    assert cosine.min() >= 0.99999, cosine
+    verify_workspace(project, load_config(project / "params.yaml"))
+    proc = run(["python", "stages/serve.py", str(project / "data/master/photo-01b.jpg"),
+                "-n", "2"], project)
+    ranked = [line.split() for line in proc.stdout.splitlines() if line[:3].strip().isdigit()]
+    assert ranked[0][2] == "photo-01b.jpg" and (project / "result.png").is_file()
