@@ -243,6 +243,13 @@ class OpenVinoForward:
         """Length of one embedding."""
         return int(self._compile("LATENCY").output(0).get_partial_shape()[-1].get_length())
 
+    def streamed(self):
+        """The model compiled for throughput, with its streams (the service's busy path)."""
+        from lib.embedding.streams import StreamedForward  # pylint: disable=import-outside-toplevel
+        if "STREAMED" not in self._compiled:
+            self._compiled["STREAMED"] = StreamedForward(self._compile("THROUGHPUT"))
+        return self._compiled["STREAMED"]
+
     def _compile(self, hint: str):
         if hint not in self._compiled:
             self._compiled[hint] = self._core.compile_model(

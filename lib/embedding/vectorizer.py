@@ -93,6 +93,11 @@ class Vectorizer:
             return self._openvino_forward().dim
         return int(self.model.output_shape[-1])
 
+    def streamed(self):
+        """Batches in flight on OpenVINO's throughput streams (a
+        :class:`lib.embedding.streams.StreamedForward`), or None on TensorFlow."""
+        return self._openvino_forward().streamed() if self.runtime == "openvino" else None
+
     def _compiled(self):
         """The traced TensorFlow function of the model, made once."""
         if self._forward is None:

@@ -98,6 +98,7 @@ def serve_http(params: Path, rev: Optional[str] = None, verify: bool = True,  # 
         raise
     print(served.version.describe(), flush=True)
     embedder = BatchingEmbedder(settings.batch_wait_ms / 1000)
+    embedder.warm(served.engine.vectorizer)      # throughput streams, in the background
     app = create_app(holder, embedder, config, policy)
     stop = threading.Event()
     if settings.watch_seconds > 0 and rev is None:

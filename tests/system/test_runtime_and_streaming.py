@@ -20,6 +20,7 @@ from lib.errors import ConfigError
 from lib.photos.decoding import decode_image, imread_flag
 from lib.photos.images import load_image
 from lib.retrieval.similarity import get_cosine_similarity
+from lib.service.batching import BatchingEmbedder
 from tests.support.helpers import DATASET, REPO_ROOT, pick_per_class, tool_env
 
 PHOTOS = [DATASET / path for path, _ in pick_per_class("validation", 1)]   # 10 classes
@@ -227,3 +228,20 @@ def test_reduced_decode_embeddings_match_full_decode(openvino_vectorizer, tmp_pa
         [load_image(p, EtlConfig(reduced_decode=False)) for p in paths])))
     print("reduced vs full decode, embedding cosines:", cosines(reduced, full))
     assert cosines(reduced, full).min() >= 0.995
+
+
+@pytest.mark.slow
+def test_queued_queries_run_on_throughput_streams_with_the_same_vectors(openvino_vectorizer,
+                                                                        features):
+    embedder = BatchingEmbedder(0.0)
+    try:
+        embedder.warm(openvino_vectorizer).join()        # compiled before the burst
+        futures = [embedder.submit(openvino_vectorizer, image) for image in features]
+        vectors = np.stack([future.result(timeout=120) for future in futures])  # (10, D)
+    finally:
+        embedder.close()
+    stats = embedder.stats()
+    assert stats["queries"] == 10 and stats["streamed_batches"] >= 1, stats
+    alone = np.concatenate([openvino_vectorizer.transform(image[np.newaxis])
+                            for image in features])                            # (10, D)
+    assert cosines(vectors, alone).min() >= PARITY
