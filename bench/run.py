@@ -292,7 +292,7 @@ def serve_project(work: Path, args: argparse.Namespace, results: Dict[str, Any])
     results["serve"] = {"n": args.serve_n, **serve_latency(project, queries, args.cold)}
 
 
-def make_serve_project(work: Path, size: int) -> Path:
+def make_serve_project(work: Path, size: int, precision: str = "fp32") -> Path:
     """A servable folder ``work/serve`` of ``size`` rows tiled from the run's artifacts.
 
     Reads ``work/vectors.npy``, ``work/landing`` and ``work/model``; the folder's
@@ -309,7 +309,7 @@ def make_serve_project(work: Path, size: int) -> Path:
     shutil.copytree(work / "model", data / "model")
     # The inference model (the IR serving runs), made from that saved model.
     write_inference_model(data / "inference_model", data / "model" / MODEL_FILE,
-                          work / "features.npy", ModellingConfig())
+                          work / "features.npy", ModellingConfig(precision=precision))
     # Whitening off, as params.yaml has it, and the index it asks for (serving refuses a
     # missing artifact).
     vectors = np.load(data / "vectors.npy", mmap_mode="r")

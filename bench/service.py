@@ -48,6 +48,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--top-n", type=int, default=5, help="results per query")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                        help="modelling.precision of the served inference model")
+    parser.add_argument("--streams", choices=["on", "off"], nargs="+", default=["on"],
+                        help="service.throughput_streams of each run (side by side: on off)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     return parser.parse_args(argv)
 
@@ -114,6 +118,49 @@ class Client(threading.Thread):
                 self.latencies.append(time.perf_counter() - start)
 
 
+def first_answer(url: str, photo: bytes, top_n: int) -> None:
+    """Waits for the first answer to a search (the clock runs from the service's start)."""
+    response = httpx.post(f"{url}/search", params={"n": top_n},
+                          files={"image": ("query.jpg", photo)}, timeout=120)
+    response.raise_for_status()
+
+
+def set_params(project: Path, section: str, key: str, value: str) -> None:
+    """Sets ``section.key`` in the project's ``params.yaml`` (a line edit)."""
+    params = project / "params.yaml"
+    lines, inside = [], False
+    for line in params.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith(" "):
+            inside = line.startswith(f"{section}:")
+        if inside and line.strip().startswith(f"{key}:"):
+            line = f"  {key}: {value}"
+        lines.append(line)
+    params.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def serve_run(project: Path, work: Path, photos: List[bytes], args: argparse.Namespace,
+              streams: str) -> Dict[str, Any]:
+    """Starts the service with ``service.throughput_streams`` on or off, times its first
+    answer, runs each client count, stops it."""
+    set_params(project, "service", "throughput_streams", "true" if streams == "on" else "false")
+    started = time.perf_counter()
+    proc, url = start_service(project, work / f"service-{streams}.log")
+    try:
+        run: Dict[str, Any] = {"streams": streams,
+                               "service_start_seconds": time.perf_counter() - started}
+        first_answer(url, photos[0], args.top_n)
+        run["first_answer_seconds"] = time.perf_counter() - started
+        load(url, photos, 2, 5.0, args.top_n, proc.pid)                # warm-up
+        run["rss_start"] = rss_mib(proc.pid)
+        run["loads"] = [load(url, photos, clients, args.seconds, args.top_n, proc.pid)
+                        for clients in args.clients]
+        run["rss_end"] = rss_mib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    return run
+
+
 def load(url: str, photos: List[bytes], clients: int, seconds: float, top_n: int,
          pid: int) -> Dict[str, Any]:
     """``clients`` concurrent clients for ``seconds``: rate, latency, errors, batching,
@@ -155,10 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
     os.environ[CACHE_ENV] = str(work / "cache")
-    results: Dict[str, Any] = {"n": args.n, "cpus": os.cpu_count(),
+    results: Dict[str, Any] = {"n": args.n, "cpus": os.cpu_count(), "precision": args.precision,
                                "load_average_start": os.getloadavg(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    proc = None
     try:
         print(f"bench service: N={args.n}, embedding {args.embed_n} photos, in {work}",
               flush=True)
@@ -176,26 +222,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # pylint: disable=too-ma
                                       "cpu_ms_per_image": 1e3 * embed["cpu_seconds"]
                                       / embed["rows"],
                                       "rows": embed["rows"], "runtime": embed["runtime"]}
-        project = make_serve_project(work, args.n)
+        project = make_serve_project(work, args.n, args.precision)
+        set_params(project, "modelling", "precision", args.precision)
         photos = [path.read_bytes() for path in list_images(args.dataset / "test")[:64]]
-        started = time.perf_counter()
-        proc, url = start_service(project, work / "service.log")
-        results["service_start_seconds"] = time.perf_counter() - started
-        load(url, photos, 2, 5.0, args.top_n, proc.pid)                # warm-up
-        results["rss_start"] = rss_mib(proc.pid)
-        results["loads"] = [load(url, photos, clients, args.seconds, args.top_n, proc.pid)
-                            for clients in args.clients]
-        results["rss_end"] = rss_mib(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        proc = None
+        results["runs"] = [serve_run(project, work, photos, args, streams)
+                           for streams in args.streams]
         # Measured again after the loads: the machine's load drifts; the ratio uses both.
         embed = run_job("embed", embed_args)
         results["embedding_stage"]["images_per_s_after"] = embed["rows"] / embed["seconds"]
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     results["load_average_end"] = os.getloadavg()
     summarise(results)
@@ -214,7 +249,18 @@ def summarise(results: Dict[str, Any]) -> None:
           f"{stage['images_per_s_before']:.1f} before the loads, "
           f"{stage['images_per_s_after']:.1f} after), CPU "
           f"{stage['cpu_ms_per_image']:.0f} ms per image")
-    for row in results["loads"]:
+    for run in results["runs"]:
+        print(f"throughput streams {run['streams']}: started in "
+              f"{run['service_start_seconds']:.2f} s, first answer at "
+              f"{run['first_answer_seconds']:.2f} s")
+        summarise_loads(run, embed, stage)
+    print(f"load average {results['load_average_start'][0]:.1f} -> "
+          f"{results['load_average_end'][0]:.1f}")
+
+
+def summarise_loads(run: Dict[str, Any], embed: float, stage: Dict[str, Any]) -> None:
+    """Prints one run's loads, each rate against the embedding stage's."""
+    for row in run["loads"]:
         row["vs_embedding_stage"] = row["queries_per_s"] / embed
         # Queries per CPU-second against the stage's images per CPU-second.
         row["cpu_efficiency_vs_stage"] = stage["cpu_ms_per_image"] / \
@@ -227,6 +273,5 @@ def summarise(results: Dict[str, Any]) -> None:
               f"{row['service_cores_used']:.2f} cores ({row['cpu_efficiency_vs_stage']:.0%} of "
               "the stage's images per CPU-second), RSS "
               f"{row['rss_mib_during'][0]}-{row['rss_mib_during'][-1]} MiB")
-    print(f"service RSS: {results['rss_start']['rss_mib']:.0f} MiB after warm-up, "
-          f"{results['rss_end']['rss_mib']:.0f} MiB at the end; load average "
-          f"{results['load_average_start'][0]:.1f} -> {results['load_average_end'][0]:.1f}")
+    print(f"service RSS: {run['rss_start']['rss_mib']:.0f} MiB after warm-up, "
+          f"{run['rss_end']['rss_mib']:.0f} MiB at the end")

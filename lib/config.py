@@ -339,6 +339,8 @@ class ServiceConfig(Section):
         allowed_hosts: Host names the service answers besides ``localhost`` and IP
             addresses (``--allow-host`` adds more); ``*`` answers any (behind a proxy
             that checks them). Others are refused (DNS rebinding).
+        throughput_streams: While queries queue up, run batches on OpenVINO's
+            throughput streams, several in flight; false: one batch at a time.
     """
 
     SECTION = "service"
@@ -349,6 +351,7 @@ class ServiceConfig(Section):
     batch_wait_ms: float = setting(5.0, float, minimum=0.0)
     watch_seconds: float = setting(2.0, float, minimum=0.0)
     allowed_hosts: Tuple[str, ...] = setting((), tuple)
+    throughput_streams: bool = setting(True, bool)
 
 
 SECTIONS: Dict[str, Type[Section]] = {

@@ -46,12 +46,15 @@ class BatchingEmbedder:
     Args:
         wait_seconds: Longest wait for more queries once one is ready (``service.
             batch_wait_ms``).
+        streams: Run batches on throughput streams while queries queue up
+            (``service.throughput_streams``); False: one batch at a time.
     """
 
-    def __init__(self, wait_seconds: float):
+    def __init__(self, wait_seconds: float, streams: bool = True):
         if wait_seconds < 0:
             raise ValueError(f"wait_seconds must be >= 0, got {wait_seconds}")
         self._wait = wait_seconds
+        self._use_streams = streams
         self._jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self._lock = threading.Lock()
         self._arriving = 0                       # queries being decoded right now
@@ -97,6 +100,8 @@ class BatchingEmbedder:
     def warm(self, vectorizer: Vectorizer) -> Optional[threading.Thread]:
         """Compiles the vectorizer's throughput streams in the background, so that the
         first burst of queries finds them ready; the thread compiling, if one started."""
+        if not self._use_streams:
+            return None
         with self._lock:
             if vectorizer in self._streamed:
                 return None
@@ -182,8 +187,8 @@ class BatchingEmbedder:
         """The vectorizer's throughput streams, or None (not compiled yet: compiling
         starts in the background; or a runtime without them)."""
         with self._lock:
-            if vectorizer in self._streamed:
-                return self._streamed[vectorizer]
+            if vectorizer in self._streamed or not self._use_streams:
+                return self._streamed.get(vectorizer)
         self.warm(vectorizer)
         return None
 

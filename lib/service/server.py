@@ -97,7 +97,7 @@ def serve_http(params: Path, rev: Optional[str] = None, verify: bool = True,  # 
         sock.close()
         raise
     print(served.version.describe(), flush=True)
-    embedder = BatchingEmbedder(settings.batch_wait_ms / 1000)
+    embedder = BatchingEmbedder(settings.batch_wait_ms / 1000, settings.throughput_streams)
     embedder.warm(served.engine.vectorizer)      # throughput streams, in the background
     app = create_app(holder, embedder, config, policy)
     stop = threading.Event()
