@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from lib.errors import InputError, PathLike
+from lib.errors import InputError, PathLike, printable
 
 METRICS = ("mAP", "P@1", "P@5", "P@10", "R@10")
 
@@ -75,6 +75,32 @@ def result_changes(before: Sequence[str], after: Sequence[str]) -> Dict[str, Any
             "moved": {name: (before.index(name) + 1, after.index(name) + 1)
                       for name in after if name in before
                       and before.index(name) != after.index(name)}}
+
+
+def changes_table(before: Sequence[str], after: Sequence[str], old_label: str,
+                  new_label: str) -> str:
+    """How one ranked list became another, as text: a summary line, then one line per
+    result that entered (its new rank), left (its old rank) or moved (old -> new rank).
+
+    Args:
+        before: The names at the old version, best first (rank 1 first).
+        after: The names at the new version.
+        old_label: Names the old version, e.g. ``v1``.
+        new_label: Names the new version, e.g. ``the workspace``.
+    """
+    changes = result_changes(before, after)
+    summary = f"from {old_label} to {new_label}: "
+    if not changes["entered"] and not changes["left"] and not changes["moved"]:
+        return summary + "the same results in the same order"
+    lines = [summary + f"{len(changes['entered'])} entered, {len(changes['left'])} left, "
+             f"{len(changes['moved'])} moved"]
+    lines += [f"  entered  #{after.index(name) + 1:<10} {printable(name)}"
+              for name in changes["entered"]]
+    lines += [f"  left     #{before.index(name) + 1:<10} {printable(name)}"
+              for name in changes["left"]]
+    lines += [f"  moved    {f'#{old} -> #{new}':<11} {printable(name)}"
+              for name, (old, new) in changes["moved"].items()]
+    return "\n".join(lines)
 
 
 def compare(root: PathLike, rev: str, metrics_path: str, record_path: str) -> Dict[str, Any]:
