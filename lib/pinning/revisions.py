@@ -79,7 +79,9 @@ def pin_revision(root: PathLike, rev: str, verify: bool = True,
             config = Config.from_dict(parse_yaml(text, source), source, missing_sections=True)
         except ConfigError as err:
             raise PinningError(str(err)) from err
-        outs = served_outputs(repo, config.paths, where=f"dvc.lock at revision {rev!r}")
+        outs = served_outputs(repo, config.paths, where=f"dvc.lock at revision {rev!r}",
+                              fix="that commit holds no build to serve: give one that "
+                                  "does (`git log -- dvc.lock` lists the builds committed)")
         check_consistent_build(repo, upstream_stages(repo, outs), where=f"revision {rev!r}")
         paths = {key: _fetch(dvcfs, repo, out, cache, rev) for key, out in outs.items()}
         version = served_version(repo, outs, rev)

@@ -37,9 +37,10 @@ def relpath(repo: "Repo", out) -> str:
     return Path(repo.fs.relpath(out.fs_path, repo.root_dir)).as_posix()
 
 
-def served_outputs(repo: "Repo", paths_config: PathsConfig,
-                    where: str = "dvc.lock") -> Dict[str, Any]:
-    """The DVC output of each served artifact, with its hash recorded in ``dvc.lock``."""
+def served_outputs(repo: "Repo", paths_config: PathsConfig, where: str = "dvc.lock",
+                   fix: str = "run `dvc repro`") -> Dict[str, Any]:
+    """The DVC output of each served artifact, with its hash recorded in ``dvc.lock``
+    (``fix`` ends the message when one is not: a revision's differs)."""
     paths = paths_config.to_dict()
     by_path = {relpath(repo, out): out for stage in pipeline_stages(repo) for out in stage.outs}
     outs = {}
@@ -52,7 +53,7 @@ def served_outputs(repo: "Repo", paths_config: PathsConfig,
             raise PinningError(f"{path} is not an output of any stage in dvc.yaml, so its "
                                "version cannot be pinned")
         if not out.hash_info:
-            raise PinningError(f"{path} is not recorded in {where}: run `dvc repro`")
+            raise PinningError(f"{path} is not recorded in {where}: {fix}")
         outs[key] = out
     return outs
 
