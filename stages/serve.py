@@ -27,6 +27,10 @@ empty line; a bad query (missing, unreadable, a folder, a FIFO, a name too long,
 image) gets a one-line ``error:`` block naming the path and the reason, and the loop
 goes on.
 
+``--compare REV`` answers the query at git revision ``REV`` and in the workspace, both
+pinned as above, and prints both rankings, then which results entered, left or moved;
+its picture has a row per version (:mod:`lib.evaluation.side_by_side`).
+
 ``--http`` runs the resident search service with its web page instead
 (:mod:`lib.service`): loaded once, answering over HTTP until interrupted.
 
@@ -36,11 +40,14 @@ Usage::
                            [--output result.png] [--rev REV] [--verify-full | --no-verify]
     printf '%s\n' a.jpg b.jpg | python stages/serve.py - [-n N] [--folder F] [--min-score S]
                                                        [--offset K] [--output result.png]
+    python stages/serve.py --compare REV QUERY [-n N] [--folder F] [--min-score S]
+                           [--output result.png] [--verify-full | --no-verify]
     python stages/serve.py --http [--host 127.0.0.1] [--port 8000] [--rev REV]
                            [--verify-full | --no-verify] [--allow-host NAME]
                            [--token TOKEN] [--quiet]
 """
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -54,11 +61,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.artifacts import load_npy
-from lib.config import load_config
+from lib.config import Config, load_config
 from lib.errors import InputError, one_line, printable, UserError
+from lib.evaluation import answer_at, render_side_by_side, side_by_side
 from lib.photos import (
     decode_with, match_image, max_file_bytes, query_caption, read_file, render_results)
-from lib.pinning import pin
+from lib.pinning import pin, PinnedArtifacts
 from lib.retrieval import (
     check_folder, check_min_score, check_offset, ImageSearchEngine, require_folder, rows_under,
     search_page, SearchControls)
@@ -98,6 +106,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rev", default=None,
                         help="serve the artifacts recorded at this git tag, branch or "
                              "commit (fetched from the DVC cache or remote, no checkout)")
+    parser.add_argument("--compare", default=None, metavar="REV",
+                        help="the query's results at this git revision beside the "
+                             "workspace's: what entered, left or moved; a row per version")
     check = parser.add_mutually_exclusive_group()
     check.add_argument("--verify-full", action="store_true",
                        help="hash every byte of the artifacts (now always done: they are "
@@ -122,6 +133,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     http.add_argument("--quiet", action="store_true",
                       help="no access log (one line per request on stderr)")
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        clash = [name for name, given in (("--http", args.http), ("--rev", args.rev),
+                                          ("--offset", args.offset),
+                                          ("- (stdin)", args.query == STDIN)) if given]
+        if clash:
+            parser.error(f"--compare does not go with {clash[0]}: it answers one query "
+                         "file at REV and in the workspace, from rank 1")
+        if not args.compare.strip():
+            parser.error("--compare needs a git revision: a tag, branch or commit (HEAD~1)")
     if args.http and args.query is not None:
         parser.error("--http takes no query: upload queries to the service instead")
     if not args.http and args.query is None:
@@ -210,6 +230,41 @@ def serve_stdin(engine: ImageSearchEngine, asked: Asked, output: Optional[Path])
     return 1 if failed else 0
 
 
+def load_pinned(pinned: PinnedArtifacts, data: Optional[bytes], query: Path,
+                folder: Optional[str]) -> Tuple[Optional[np.ndarray], ImageSearchEngine]:
+    """The query decoded as a pinned version decodes (a revision's own settings with
+    ``--rev``: it is then transformed, whitened and expanded as its artifacts were), and
+    its engine. A bad query, or a folder holding no image, fails before the model loads."""
+    query_bgr = None if data is None else decode_with(data, pinned.config.etl, str(query))
+    if folder is not None:
+        names = load_npy(pinned.paths["names"], kind="U", ndim=1)
+        require_folder(rows_under(names, folder), folder)
+    return query_bgr, ImageSearchEngine.load(pinned.config, pinned.paths)
+
+
+def compare(args: argparse.Namespace, config: Config, data: bytes,
+            controls: SearchControls) -> int:
+    """``--compare REV``: the query at REV and in the workspace, side by side. Both are
+    pinned (checked) before either model loads."""
+    root, answers = args.params.parent, []
+    with contextlib.ExitStack() as stack:
+        old, new = (stack.enter_context(pin(root, config, rev=rev, verify=not args.no_verify,
+                                            full=args.verify_full)) for rev in (args.compare, None))
+        print(f"{old.version.describe()}\n{new.version.describe()}", flush=True)
+        for pinned, label, tag in ((old, args.compare, str(old.version.git_rev)[:12]),
+                                   (new, "the workspace", "workspace")):
+            query_bgr, engine = load_pinned(pinned, data, args.query, controls.folder)
+            answers.append(answer_at(engine, query_bgr, args.n or config.serve.top_n, controls,
+                                     pinned.config.paths.resolve(root)["master"],
+                                     label=label, tag=tag))
+        query_rgb = np.ascontiguousarray(query_bgr[:, :, ::-1])       # the workspace's, RGB
+    print(side_by_side(str(args.query), answers[0], answers[1], controls))
+    output = args.output if args.output is not None else Path(config.serve.output)
+    render_side_by_side(query_rgb, answers, output, query_caption(str(args.query)))
+    print(f"picture: {printable(str(output))}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Loads the engine once, then answers the query (or every query from stdin)."""
     args = parse_args(argv)
@@ -226,17 +281,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data = None
     if args.query != STDIN:                # a missing or oversized query fails fast
         data = read_file(args.query, max_file_bytes(config.etl.max_pixels))
+    if args.compare is not None:
+        return compare(args, config, data, controls)
     with pin(args.params.parent, config, rev=args.rev, verify=not args.no_verify,
              full=args.verify_full) as pinned:
-        # The configuration the artifacts were built with (a revision's own with --rev):
-        # the query is decoded, transformed, whitened and expanded as they were. A bad
-        # query, or a folder that holds no image, still fails before the model loads.
-        query_bgr = None if data is None else decode_with(data, pinned.config.etl,
-                                                          str(args.query))
-        if controls.folder is not None:
-            names = load_npy(pinned.paths["names"], kind="U", ndim=1)
-            require_folder(rows_under(names, controls.folder), controls.folder)
-        engine = ImageSearchEngine.load(pinned.config, pinned.paths)
+        query_bgr, engine = load_pinned(pinned, data, args.query, controls.folder)
     print(pinned.version.describe(), flush=True)
     asked = Asked(args.n if args.n is not None else config.serve.top_n, controls,
                   pinned.config.paths.resolve(args.params.parent)["master"])
