@@ -12,6 +12,7 @@
   page in ``static/``); :mod:`lib.service.search` (search with scope, cutoff and paging;
   thumbnails), :mod:`lib.service.duplicates` (the near-duplicate groups) and
   :mod:`lib.service.openapi` (the schema: every status and error body).
+- :mod:`lib.service.knobs`: the retrieval knobs the version serves, and their preset.
 - :mod:`lib.service.server`: binds the socket and runs uvicorn.
 """
 

@@ -9,7 +9,8 @@ every status and error body: :mod:`lib.service.openapi`):
 - ``GET /duplicates``: the near-duplicate groups of the version served:
   :mod:`lib.service.duplicates`;
 - ``GET /health`` (``?deep=1`` re-hashes the bytes the version answers from),
-  ``GET /version``; ``POST /reload`` swaps in a new version, one at a time;
+  ``GET /version`` (with the retrieval knobs it serves and their preset:
+  :mod:`lib.service.knobs`); ``POST /reload`` swaps in a new version, one at a time;
 - ``GET /``: the web page (``static/``: plain HTML, CSS and JavaScript).
 
 Who may call which route: :mod:`lib.service.access`.
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import AsyncIterator, Dict, Optional
+from typing import AsyncIterator, Dict, Optional, Union
 
 from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse, JSONResponse
@@ -32,6 +33,7 @@ from lib.service.batching import BatchingEmbedder
 from lib.service.docs_page import install_docs
 from lib.service.duplicates import duplicates_routes
 from lib.service.engines import EngineHolder, Served
+from lib.service.knobs import knobs, preset_of
 from lib.service.limits import error_response, install as install_limits
 from lib.service.openapi import errors, install_schema
 from lib.service.search import search_routes
@@ -53,10 +55,14 @@ class VersionInfo(BaseModel):
 
 
 class Version(VersionInfo):
-    """``GET /version``: the version, and the page's defaults."""
+    """``GET /version``: the version, the page's defaults, the retrieval knobs it serves
+    (``section.key``: value, from the configuration it was built with) and their preset
+    (a ``presets/*.yaml`` name, ``default`` or ``custom``)."""
 
     default_n: int
     max_n: int
+    knobs: Dict[str, Union[str, int, float]]
+    preset: str
 
 
 class Reloaded(VersionInfo):
@@ -150,9 +156,12 @@ def create_app(holder: EngineHolder, embedder: BatchingEmbedder, config: Config,
 
     @app.get("/version", response_model=Version)
     async def version() -> Dict[str, object]:
-        """The artifact versions that answer, and the page's defaults."""
-        return {**_version_info(holder.current), "default_n": config.serve.top_n,
-                "max_n": settings.max_results}
+        """The artifact versions that answer, the page's defaults, and the retrieval
+        knobs they serve with and their preset."""
+        served = holder.current
+        return {**_version_info(served), "default_n": config.serve.top_n,
+                "max_n": settings.max_results, "knobs": knobs(served.config),
+                "preset": preset_of(served.config, holder.root)}
 
     @app.post("/reload", response_model=Reloaded, responses=errors(
         409, 413, 429, s429="a reload is running: retry after Retry-After seconds"))

@@ -168,6 +168,9 @@ function render(answer, showQuery) {
   releaseThumbnails();
   showQuery($("query-image"));
   $("query-name").textContent = answer.query;
+  if (answer.version !== $("version").textContent) {
+    api("/version").then(showKnobs).catch(() => {});   // another version was swapped in
+  }
   $("version").textContent = answer.version;
   const first = answer.offset + 1;
   const last = answer.offset + answer.results.length;
@@ -297,9 +300,16 @@ function again() {
   }
 }
 
+// The retrieval knobs the version serves, and their preset, on one line.
+function showKnobs(info) {
+  const knobs = Object.entries(info.knobs).map(([name, value]) => `${name} ${value}`);
+  $("knobs").textContent = `settings (preset ${info.preset}): ${knobs.join(" \u00b7 ")}`;
+}
+
 function connect() {
   api("/version").then((info) => {
     $("version").textContent = info.version;
+    showKnobs(info);
     $("n").max = info.max_n;
     $("image-count").textContent = String(info.images);
     showError("");
