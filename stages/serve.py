@@ -27,9 +27,8 @@ empty line; a bad query (missing, unreadable, a folder, a FIFO, a name too long,
 image) gets a one-line ``error:`` block naming the path and the reason, and the loop
 goes on.
 
-``--compare REV`` answers the query at git revision ``REV`` and in the workspace, both
-pinned as above, and prints both rankings, then which results entered, left or moved;
-its picture has a row per version (:mod:`lib.evaluation.side_by_side`).
+``--compare REV`` answers the query at git revision ``REV`` and in the workspace (both
+pinned): both rankings, what entered, left or moved, a picture row per version.
 
 ``--http`` runs the resident search service with its web page instead
 (:mod:`lib.service`): loaded once, answering over HTTP until interrupted.
@@ -63,7 +62,6 @@ from lib import cli
 from lib.artifacts import load_npy
 from lib.config import Config, load_config
 from lib.errors import InputError, one_line, printable, UserError
-from lib.evaluation import answer_at, render_side_by_side, side_by_side
 from lib.photos import (
     decode_with, match_image, max_file_bytes, query_caption, read_file, render_results)
 from lib.pinning import pin, PinnedArtifacts
@@ -246,6 +244,8 @@ def compare(args: argparse.Namespace, config: Config, data: bytes,
             controls: SearchControls) -> int:
     """``--compare REV``: the query at REV and in the workspace, side by side. Both are
     pinned (checked) before either model loads."""
+    # Off a plain query's path (import time): pylint: disable-next=import-outside-toplevel
+    from lib.evaluation import answer_at, render_side_by_side, side_by_side
     root, answers = args.params.parent, []
     with contextlib.ExitStack() as stack:
         old, new = (stack.enter_context(pin(root, config, rev=rev, verify=not args.no_verify,
