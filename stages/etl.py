@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import cli
 from lib.artifacts import clean_leftovers
 from lib.config import load_config
-from lib.incremental import previous_rows, recipe, row_settings
+from lib.arrays import Layout
+from lib.incremental import linker, previous_rows, recipe, row_settings
 from lib.photos import run_etl
 
 
@@ -35,6 +36,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def layout(args: argparse.Namespace, shard_rows: int) -> Optional[Layout]:
+    """Shards (``storage.shard_rows``, with a row index to cut at), or one file."""
+    if not shard_rows or args.rows is None:
+        return None
+    return Layout(shard_rows=shard_rows, link=linker(args.params.parent))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Reads params and runs the ETL."""
     args = parse_args(argv)
@@ -46,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         previous_rows(args.params.parent, args.images, args.rows)
     run_etl(args.master, args.images, args.names, args.report, config,
             made_by=recipe(__file__, row_settings(config.to_dict())), index_out=args.rows,
-            previous=previous, shard_rows=params.storage.shard_rows if args.rows else 0)
+            previous=previous, storage=layout(args, params.storage.shard_rows))
     return 0
 
 

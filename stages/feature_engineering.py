@@ -21,7 +21,8 @@ from lib import cli
 from lib.artifacts import clean_leftovers
 from lib.config import load_config
 from lib.embedding import run_feature_engineering
-from lib.incremental import add_row_index_args, plan_stage, row_settings
+from lib.arrays import Layout
+from lib.incremental import add_row_index_args, linker, plan_stage, row_settings
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -47,7 +48,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     index, plan = plan_stage(args.params.parent, args.upstream_rows, args.features, args.rows,
                              __file__, row_settings(config.to_dict()))
     run_feature_engineering(args.images, args.features, chunk_size=config.chunk_size,
-                            plan=plan, storage=(index.keys, params.storage.shard_rows))
+                            plan=plan, storage=Layout(index.keys, params.storage.shard_rows,
+                                                      linker(args.params.parent))
+                            if params.storage.shard_rows else None)
     index.save(args.rows)
     return 0
 

@@ -33,13 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=wrong-import-position
 from lib import cli
 from lib.artifacts import atomic_path, clean_leftovers
+from lib.arrays import Layout
 from lib.config import Config, load_config
 from lib.embedding import (
     choose_runtime, INFERENCE_FILES, keep_inference_model, MODEL_FILE, ray_session,
     ResNet50Helper, run_embedding, run_ray_embedding, Vectorizer, write_inference_model)
 from lib.incremental import (
-    add_row_index_args, file_sha256, plan_stage, previous_output, restore_file, row_settings,
-    RowIndex, RowPlan)
+    add_row_index_args, file_sha256, linker, plan_stage, previous_output, restore_file,
+    row_settings, RowIndex, RowPlan)
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         vectorizer = Vectorizer.load(args.model, batch_size=modelling.batch_size,
                                      runtime=modelling.runtime, precision=modelling.precision,
                                      inference_model=args.inference_model)
-        storage = (None, 0) if index is None else (index.keys, config.storage.shard_rows)
+        storage = None if index is None or not config.storage.shard_rows else Layout(
+            index.keys, config.storage.shard_rows, linker(args.params.parent))
         if on_ray:
             run_ray_embedding(args.features, args.vectors, vectorizer, modelling, plan=plan,
                               storage=storage)

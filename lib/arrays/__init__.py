@@ -16,16 +16,20 @@ Every shard is a plain ``.npy``; a whole sharded array, without this project's c
 ``np.concatenate([np.load(p) for p in sorted(Path(folder).glob("*.npy"))])``.
 """
 import contextlib
+import dataclasses
+import logging
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from lib.artifacts import load_npy, NpyRowReader, NpyRowWriter, open_npy_writer
 from lib.arrays.shards import (
-    open_sharded_writer, shard_cuts, shard_files, ShardedRowReader, ShardedRows,
+    adopt_unchanged, open_sharded_writer, shard_cuts, shard_files, ShardedRowReader, ShardedRows,
     ShardedRowWriter)
 from lib.errors import PathLike
+
+logger = logging.getLogger(__name__)
 
 # Where an array is: a ``.npy`` file, a folder of shards, or shard files in row order.
 ArraySource = Union[PathLike, Tuple[Path, ...]]
@@ -53,27 +57,64 @@ def open_rows(source: ArraySource, **checks: Any) -> RowReader:
     return NpyRowReader(path, **checks)
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How an array being written is stored.
+
+    Attributes:
+        keys: (N,) the content key of each row: where shards are cut. None: one file.
+        shard_rows: Mean rows per shard (``storage.shard_rows``); 0: one ``.npy`` file.
+        link: Puts an unchanged shard of the previous version in place (a hard link into
+            DVC's cache; see ``lib.incremental.linker``) instead of writing it; None:
+            every shard is written.
+    """
+
+    keys: Optional[Sequence[str]] = None
+    shard_rows: int = 0
+    link: Optional[Callable[[Path, Path], None]] = None
+
+
 @contextlib.contextmanager
 def open_rows_writer(path: PathLike, shape: Tuple[int, ...], dtype: Any,
-                     keys: Optional[Sequence[str]] = None, shard_rows: int = 0
-                     ) -> Iterator[RowWriter]:
+                     layout: Optional[Layout] = None, previous: Optional[ArraySource] = None,
+                     sources: Optional[np.ndarray] = None) -> Iterator[RowWriter]:
     """Creates an array to fill row by row; it appears atomically at ``path``.
 
     Args:
-        path: Final location (a file, or with ``shard_rows`` a folder of that name).
+        path: Final location (a file, or with ``layout.shard_rows`` a folder of that name).
         shape: Array shape.
         dtype: Array dtype.
-        keys: (N,) the content key of each row: where shards are cut. None: one file.
-        shard_rows: Mean rows per shard; 0: one ``.npy`` file.
+        layout: One file (None, the default) or shards (:class:`Layout`).
+        previous: The previous version of the array, if any.
+        sources: (N,) each output row's row in ``previous`` (-1: new). With a sharded
+            ``previous`` and ``layout.link``, every shard whose rows are exactly one
+            previous shard's is put in place from it, not written: an update then writes
+            and stores only the shards it changed.
     """
-    if shard_rows and keys is not None:
-        if len(keys) != shape[0]:
-            raise ValueError(f"{len(keys)} keys for {shape[0]} rows of {path}")
-        with open_sharded_writer(Path(path), shape, dtype, shard_cuts(keys, shard_rows)) as out:
-            yield out
-    else:
+    layout = layout or Layout()
+    if not layout.shard_rows or layout.keys is None:
         with open_npy_writer(path, shape, dtype) as out:
             yield out
+        return
+    if len(layout.keys) != shape[0]:
+        raise ValueError(f"{len(layout.keys)} keys for {shape[0]} rows of {path}")
+    with open_sharded_writer(Path(path), shape, dtype,
+                             shard_cuts(layout.keys, layout.shard_rows)) as out:
+        shards = _shards_of(previous)
+        if shards and layout.link is not None and sources is not None:
+            adopted = adopt_unchanged(out, shards, sources, layout.link)
+            logger.info("%s: %d of %d shards unchanged, linked from the previous version",
+                        Path(path).name, adopted, len(out.starts) - 1)
+        yield out
+
+
+def _shards_of(source: Optional[ArraySource]) -> Tuple[Path, ...]:
+    """The shard files of a sharded array source; empty for a file or nothing."""
+    if isinstance(source, tuple):
+        return source
+    if source is not None and Path(source).is_dir():
+        return tuple(shard_files(Path(source)))
+    return ()
 
 
 def read_array(path: PathLike, **checks: Any) -> np.ndarray:
@@ -102,5 +143,5 @@ def is_sharded(path: PathLike) -> bool:
     return Path(path).is_dir()
 
 
-__all__ = ["ArraySource", "RowReader", "RowWriter", "ShardedRows", "is_sharded", "open_rows",
-           "open_rows_writer", "read_array", "row_view", "shard_cuts"]
+__all__ = ["ArraySource", "Layout", "RowReader", "RowWriter", "ShardedRows", "is_sharded",
+           "open_rows", "open_rows_writer", "read_array", "row_view", "shard_cuts"]

@@ -11,7 +11,7 @@ versions and an update grows its cache by about k shards, not by the whole array
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -179,11 +179,33 @@ class ShardedRowWriter:
             self._files.append((path, int(header.offset)))
             del header
         self._open: Optional[Tuple[int, Any, NpyRowWriter]] = None
+        self._adopted: Set[int] = set()
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _writer(self, shard: int) -> NpyRowWriter:
+    @property
+    def starts(self) -> np.ndarray:
+        """(S+1,) the first row of each shard, then the row count."""
+        return self._starts
+
+    def adopt(self, shard: int, source: Path, link: Callable[[Path, Path], None]) -> None:
+        """Puts shard ``shard`` in place from ``source``, a file with exactly its bytes (the
+        same rows of the previous version, in DVC's cache), instead of writing it.
+
+        ``link(source, target)`` makes the file (a hard link into the cache, or a copy);
+        nothing is ever written into it: writes to its rows are skipped.
+        """
+        if self._open is not None and self._open[0] == shard:
+            self.close()
+        path, _ = self._files[shard]
+        path.unlink()
+        link(source, path)
+        self._adopted.add(shard)
+
+    def _writer(self, shard: int) -> Optional[NpyRowWriter]:
+        if shard in self._adopted:
+            return None                       # its bytes are in place already
         if self._open is None or self._open[0] != shard:
             self.close()
             path, offset = self._files[shard]
@@ -215,8 +237,10 @@ class ShardedRowWriter:
         while start < stop:
             base, end = int(self._starts[shard]), int(self._starts[shard + 1])
             high = min(stop, end)
+            writer = self._writer(shard) if high > start else None
+            if writer is not None:
+                writer[start - base:high - base] = block[:high - start]
             if high > start:
-                self._writer(shard)[start - base:high - base] = block[:high - start]
                 block = block[high - start:]
                 start = high
             shard += 1
@@ -233,3 +257,35 @@ def open_sharded_writer(folder: Path, shape: Tuple[int, ...], dtype: Any,
             yield writer
         finally:
             writer.close()
+
+
+def adopt_unchanged(writer: ShardedRowWriter, previous: Sequence[Path], sources: np.ndarray,
+                    link: Callable[[Path, Path], None]) -> int:
+    """Puts in place, from the previous version, every shard whose rows are exactly one
+    previous shard's: the same rows in the same order (then its bytes are the same).
+
+    Args:
+        writer: The sharded array being written.
+        previous: The previous version's shard files, in row order.
+        sources: (N,) for each output row its previous row, -1 for a new row.
+        link: Makes a target file from a source file (a hard link into DVC's cache).
+
+    Returns:
+        The number of shards put in place.
+    """
+    reader = ShardedRowReader(previous, previous[0].parent if previous else "")
+    if reader.dtype != writer.dtype or reader.shape[1:] != writer.shape[1:]:
+        return 0
+    first_shard = {int(start): shard for shard, start in enumerate(reader.starts[:-1])}
+    sources = np.asarray(sources, dtype=np.int64)                          # (N,)
+    adopted = 0
+    for shard, (start, stop) in enumerate(zip(writer.starts[:-1].tolist(),
+                                              writer.starts[1:].tolist())):
+        rows = sources[start:stop]                                          # (R,)
+        if rows.size == 0 or rows[0] < 0 or np.any(np.diff(rows) != 1):
+            continue
+        match = first_shard.get(int(rows[0]))
+        if match is not None and reader.starts[match + 1] - rows[0] == len(rows):
+            writer.adopt(shard, previous[match], link)
+            adopted += 1
+    return adopted

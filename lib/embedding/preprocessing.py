@@ -5,11 +5,11 @@ both call :func:`preprocess`. It is Keras' ``caffe`` mode written in NumPy, bit 
 (float32 RGB to BGR, then the float32 ImageNet channel means subtracted, as Keras does
 in place), so neither path imports TensorFlow for it.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
-from lib.arrays import open_rows
+from lib.arrays import Layout, open_rows
 from lib.errors import PathLike
 from lib.incremental import apply_rows, RowPlan
 
@@ -44,7 +44,7 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 
 def run_feature_engineering(images_in: PathLike, features_out: PathLike,
                             chunk_size: int = 128, plan: Optional[RowPlan] = None,
-                            storage: Tuple[Optional[np.ndarray], int] = (None, 0)) -> int:
+                            storage: Optional[Layout] = None) -> int:
     """Applies ``preprocess`` to the ETL output chunk by chunk.
 
     Args:
@@ -53,8 +53,8 @@ def run_feature_engineering(images_in: PathLike, features_out: PathLike,
         chunk_size: Rows per step.
         plan: The rows to compute and where the others are copied from
             (:func:`lib.incremental.rows.plan_rows`); None computes every row.
-        storage: ``(keys, shard_rows)``: the output as shards cut at the rows' content
-            keys (:mod:`lib.arrays`); ``(None, 0)``: one ``.npy`` file.
+        storage: How the output is stored (:class:`lib.arrays.Layout`); None: one
+            ``.npy`` file.
 
     Returns:
         The number of rows written.

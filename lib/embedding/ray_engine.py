@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from lib.arrays import open_rows, open_rows_writer, RowWriter
+from lib.arrays import Layout, open_rows, open_rows_writer, RowWriter
 from lib.artifacts import atomic_path
 from lib.config import ModellingConfig
 from lib.embedding.vectorizer import MODEL_FILE, Vectorizer
@@ -258,15 +258,15 @@ def run_ray_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: 
                       modelling: ModellingConfig, rows: Optional[np.ndarray] = None,
                       progress: Optional[Progress] = None,
                       plan: Optional[RowPlan] = None,
-                      storage: Tuple[Optional[np.ndarray], int] = (None, 0)) -> int:
+                      storage: Optional[Layout] = None) -> int:
     """Embeds the feature store (or its ``rows``) on Ray into a new ``.npy``, atomically.
 
     The Ray counterpart of :func:`lib.embedding.vectorizer.run_embedding`: row ``i`` of the output
     is the vector of feature row ``i`` (of ``rows[i]`` when given). With an incremental
     ``plan`` (see :mod:`lib.incremental.rows`) the output has every feature row: the rows of
     ``plan.compute`` are embedded on Ray, the others copied from the previous vectors.
-    Call it inside :func:`ray_session`. ``storage`` ``(keys, shard_rows)`` writes the
-    planned output as shards cut at the keys (:mod:`lib.arrays`).
+    Call it inside :func:`ray_session`. ``storage`` (:class:`lib.arrays.Layout`) may
+    write the planned output as shards.
 
     Returns:
         The number of vectors written.
@@ -275,7 +275,7 @@ def run_ray_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: 
     if plan is not None:
         total = len(plan.sources)
         with open_rows_writer(vectors_out, (total, vectorizer.dim), np.float32,
-                              *storage) as out:
+                              storage, plan.previous, plan.sources) as out:
             if plan.previous is not None:
                 previous = open_rows(plan.previous, dtype=np.float32, ndim=2,
                                      trailing_shape=(vectorizer.dim,))      # (N', D)

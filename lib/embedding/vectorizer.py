@@ -11,11 +11,11 @@ import tempfile
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 
-from lib.arrays import open_rows
+from lib.arrays import Layout, open_rows
 from lib.artifacts import atomic_path
 from lib.config import positive_int
 from lib.embedding.conversion import sha256_hex
@@ -260,7 +260,7 @@ def _reproducible_archive(path: Path) -> None:
 
 def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vectorizer,
                   chunk_size: int = 256, plan: Optional[RowPlan] = None,
-                  storage: Tuple[Optional[np.ndarray], int] = (None, 0)) -> int:
+                  storage: Optional[Layout] = None) -> int:
     """Embeds the feature store with ``vectorizer``, chunk by chunk.
 
     Args:
@@ -271,8 +271,8 @@ def run_embedding(features_in: PathLike, vectors_out: PathLike, vectorizer: Vect
         plan: ``plan.compute`` (sorted row indices) are embedded; every other row ``i``
             is copied from row ``plan.sources[i]`` of ``plan.previous`` (the previous
             vectors). None embeds every row.
-        storage: ``(keys, shard_rows)``: the output as shards cut at the rows' content
-            keys (:mod:`lib.arrays`); ``(None, 0)``: one ``.npy`` file.
+        storage: How the output is stored (:class:`lib.arrays.Layout`); None: one
+            ``.npy`` file.
 
     Returns:
         The number of vectors written.

@@ -8,11 +8,11 @@
 """
 from lib.incremental.code import code_files
 from lib.incremental.previous import (
-    add_row_index_args, plan_stage, previous_output, previous_rows, restore_file)
+    add_row_index_args, linker, plan_stage, previous_output, previous_rows, restore_file)
 from lib.incremental.rows import (
     RowIndex, RowPlan, apply_rows, content_key, copy_rows, file_sha256, plan_rows, recipe,
     row_settings)
 
 __all__ = ["RowIndex", "RowPlan", "add_row_index_args", "apply_rows", "code_files",
-           "content_key", "copy_rows", "file_sha256", "plan_rows", "plan_stage",
+           "content_key", "copy_rows", "file_sha256", "linker", "plan_rows", "plan_stage",
            "previous_output", "previous_rows", "recipe", "restore_file", "row_settings"]

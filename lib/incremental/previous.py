@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lib.arrays import ArraySource
 from lib.artifacts import recorded_output
@@ -170,22 +170,29 @@ def add_row_index_args(parser: argparse.ArgumentParser) -> None:
                              "in the previous output are computed")
 
 
-def restore_file(root: PathLike, cached: Path, target: Path) -> None:
-    """Puts a cached file at ``target`` (a new path) as DVC would check it out.
-
-    When the project links outputs to the cache (``cache.type`` with ``hardlink`` or
-    ``symlink``), ``target`` becomes a hard link to the read-only cached file, as DVC
-    makes it; DVC does not relink an output whose content it has already cached, so a
-    copy would stay a second copy on disk. Otherwise, or where linking fails, it is
-    copied. Nothing writes into the file either way.
-    """
+def linker(root: PathLike) -> Callable[[Path, Path], None]:
+    """How to put a cached file at a new path as DVC would check it out (one look at the
+    project's DVC config): a hard link to the read-only cached file where the project
+    links outputs to the cache (``cache.type`` with ``hardlink`` or ``symlink``; DVC does
+    not relink an output whose content it has already cached, so a copy would stay a
+    second copy on disk), else, or where linking fails, a copy. Nothing writes into the
+    file either way."""
     from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
     with Repo(str(root)) as repo:
-        types = list(repo.cache.local.cache_types or ())
-    if {"hardlink", "symlink"} & set(types):
-        try:
-            os.link(cached, target)
-            return
-        except OSError as err:
-            logger.info("copying %s: cannot link it (%s)", cached, err)
-    shutil.copyfile(cached, target)
+        types = set(repo.cache.local.cache_types or ())
+
+    def link(cached: Path, target: Path) -> None:
+        if {"hardlink", "symlink"} & types:
+            try:
+                os.link(cached, target)
+                return
+            except OSError as err:
+                logger.info("copying %s: cannot link it (%s)", cached, err)
+        shutil.copyfile(cached, target)
+    return link
+
+
+def restore_file(root: PathLike, cached: Path, target: Path) -> None:
+    """Puts a cached file at ``target`` (a new path) as DVC would check it out
+    (:func:`linker`)."""
+    linker(root)(cached, target)

@@ -26,7 +26,7 @@ from typing import (Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from lib.arrays import ArraySource, open_rows, open_rows_writer, RowReader, RowWriter
+from lib.arrays import ArraySource, Layout, open_rows, open_rows_writer, RowReader, RowWriter
 from lib.artifacts import atomic_path
 from lib.errors import ArtifactError, PathLike
 from lib.incremental.code import ROOT, code_files
@@ -232,15 +232,14 @@ def copy_rows(source: RowReader, writer: RowWriter, sources: np.ndarray,
 
 def apply_rows(source: RowReader, output: PathLike, trailing_shape: Tuple[int, ...],
                dtype: Any, transform: Callable[[np.ndarray], np.ndarray], plan: RowPlan,
-               chunk_size: int, desc: str, storage: Tuple[Optional[np.ndarray], int] = (None, 0)
-               ) -> int:
+               chunk_size: int, desc: str, storage: Optional[Layout] = None) -> int:
     # pylint: disable=too-many-arguments,too-many-positional-arguments
     """Writes ``output[i] = transform(source[i])`` for the planned rows, copies the rest.
 
     Rows are copied from ``plan.previous`` first (sequential runs), then the rows of
     ``plan.compute`` are read, transformed and written ``chunk_size`` at a time, with
-    progress reported. The output appears atomically, as one file or, with ``storage``
-    ``(keys, shard_rows)``, as shards cut at those keys (:mod:`lib.arrays`).
+    progress reported. The output appears atomically, as one file or, with a ``storage``
+    layout, as shards (:mod:`lib.arrays`; unchanged ones put in place, not rewritten).
 
     Returns:
         The number of rows written.
@@ -250,7 +249,7 @@ def apply_rows(source: RowReader, output: PathLike, trailing_shape: Tuple[int, .
         raise ArtifactError(f"{source.path} has {total} rows, its row index "
                             f"{len(plan.sources)}: run `dvc repro`")
     shape = (total,) + tuple(trailing_shape)
-    with open_rows_writer(output, shape, dtype, *storage) as out:
+    with open_rows_writer(output, shape, dtype, storage, plan.previous, plan.sources) as out:
         if plan.previous is not None:
             previous = open_rows(plan.previous, dtype=dtype, ndim=len(shape),
                                  trailing_shape=trailing_shape)

@@ -7,6 +7,7 @@ writes into preallocated ``.npy`` files (``lib.artifacts.NpyRowReader`` and
 Each phase lives beside the code it runs, so a stage depends only on what it imports.
 """
 import concurrent.futures
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from lib.arrays import ArraySource, open_rows, open_rows_writer
+from lib.arrays import ArraySource, Layout, open_rows, open_rows_writer
 from lib.artifacts import clean_leftovers, NpyRowReader, open_npy_writer, save_json, save_npy
 from lib.config import EtlConfig
 from lib.errors import ImageReadError, InputError, PathLike, printable
@@ -135,7 +136,7 @@ def _plan(files: List[Path], config: EtlConfig, made_by: Optional[Dict[str, Any]
 
 def _write_images(images_out: PathLike, plan: RowPlan, decoded_rows: Path,
                   from_decoded: np.ndarray, kept: np.ndarray, config: EtlConfig,
-                  storage: Tuple[np.ndarray, int]) -> None:
+                  storage: Layout) -> None:
     """Writes the kept files' rows: from the previous output or from the decoded rows.
 
     Args:
@@ -145,15 +146,15 @@ def _write_images(images_out: PathLike, plan: RowPlan, decoded_rows: Path,
         from_decoded: (N,) row in ``decoded_rows`` of each kept file, -1 if reused.
         kept: (N,) the files kept, in order.
         config: The ETL settings (image size, chunk size).
-        storage: ``(keys, shard_rows)`` of the kept rows: shards cut at the keys, or
-            one ``.npy`` file when ``shard_rows`` is 0 (:mod:`lib.arrays`).
+        storage: How the output is stored, with the kept rows' keys (:mod:`lib.arrays`).
     """
     side, chunk_size = config.image_size, config.chunk_size
     if len(kept) == len(plan.sources) == np.count_nonzero(from_decoded >= 0) \
-            and not storage[1]:
+            and not storage.shard_rows:
         os.replace(decoded_rows, images_out)     # all decoded: the rows file is the output
         return
-    with open_rows_writer(images_out, (len(kept), side, side, 3), np.uint8, *storage) as out:
+    with open_rows_writer(images_out, (len(kept), side, side, 3), np.uint8, storage,
+                          plan.previous, plan.sources[kept]) as out:
         if plan.previous is not None:
             copy_rows(open_rows(plan.previous), out, plan.sources[kept], chunk_size)
         copy_rows(NpyRowReader(decoded_rows), out, from_decoded, chunk_size)
@@ -163,7 +164,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             report_out: PathLike, config: EtlConfig,
             made_by: Optional[Dict[str, Any]] = None, index_out: Optional[PathLike] = None,
             previous: Tuple[Optional[RowIndex], Optional[ArraySource]] = (None, None),
-            shard_rows: int = 0) -> Dict[str, Any]:
+            storage: Optional[Layout] = None) -> Dict[str, Any]:
     # pylint: disable=too-many-arguments,too-many-positional-arguments
     """Reads every image under ``master`` and writes the resized RGB array and names.
 
@@ -185,8 +186,8 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
         made_by: The :func:`lib.incremental.rows.recipe` of the rows (None: an empty one).
         index_out: Where to write the :class:`RowIndex` of the rows, if anywhere.
         previous: The previous output's row index and ``images`` array, or Nones.
-        shard_rows: > 0: write the images as shards of about this many rows, cut at
-            the photos' content keys (:mod:`lib.arrays`); 0: one ``.npy`` file.
+        storage: How the images are stored (:class:`lib.arrays.Layout`; its keys are
+            the photos' own); None: one ``.npy`` file.
 
     Returns:
         The report.
@@ -213,7 +214,7 @@ def run_etl(master: PathLike, images_out: PathLike, names_out: PathLike,
             raise InputError(f"none of the {found} image files under {master} is "
                              f"readable; first: {skipped[0]['reason']}")
         _write_images(images_out, plan, tmp_rows, from_new[kept], kept, config,
-                      (index.keys[kept], shard_rows))
+                      dataclasses.replace(storage or Layout(), keys=index.keys[kept]))
     finally:
         tmp_rows.unlink(missing_ok=True)
     names = [files[i].relative_to(master).as_posix() for i in kept]

@@ -231,7 +231,7 @@ def shard_md5s(project: Path, path: str) -> List[str]:
 def test_sharded_arrays_store_only_the_shards_an_update_changed(library, tmp_path):
     project = clone(library[0], tmp_path / "other")
     single = {path: load_npy(project / path) for path in ARRAYS}
-    set_params(project, {"storage.shard_rows": 2})
+    set_params(project, {"storage.shard_rows": 1})           # a shard per photo
     log = repro_log(project)
     assert planned(log) == {stage: (0, 6) for stage in STAGES}, log   # rows kept, relaid
     before = {}
@@ -243,9 +243,12 @@ def test_sharded_arrays_store_only_the_shards_an_update_changed(library, tmp_pat
         shutil.copyfile(DATASET / path, project / "data/master" / f"photo-{number:02d}b.jpg")
     log = repro_log(project)
     assert planned(log) == {stage: (2, 8) for stage in STAGES}, log
+    linked = re.findall(r"(\S+): (\d+) of (\d+) shards unchanged, linked", log)
+    assert sorted(name for name, _, _ in linked) == sorted(Path(path).name for path in ARRAYS)
+    assert [(int(count), int(total)) for _, count, total in linked] == [(6, 8)] * 3, linked
     for path in ARRAYS:
         stored = set(shard_md5s(project, path)) - set(before[path])
-        assert len(stored) <= 4, f"{path}: {len(stored)} new shards for 2 new photos"
+        assert len(stored) == 2, f"{path}: {len(stored)} new shards for 2 new photos"
     names, images, vectors = from_scratch(project, tmp_path / "scratch")
     assert load_npy(project / "data/landing/image_names.npy").tolist() == names.tolist()
     assert np.array_equal(read_array(project / ARRAYS[0]), images)

@@ -1,12 +1,13 @@
 """Arrays as one file or as shards cut at content keys: same rows, O(k) changed shards."""
 import hashlib
+import os
 from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
 
-from lib.arrays import open_rows, open_rows_writer, read_array, row_view, shard_cuts
+from lib.arrays import Layout, open_rows, open_rows_writer, read_array, row_view, shard_cuts
 from lib.arrays.shards import MAX_FACTOR
 from lib.artifacts import save_npy
 from lib.errors import ArtifactError
@@ -18,9 +19,11 @@ def keys_of(count: int, seed: int = 0) -> List[str]:
     return [rng.bytes(16).hex() for _ in range(count)]
 
 
-def write(path: Path, rows: np.ndarray, keys: List[str], shard_rows: int) -> None:
+def write(path: Path, rows: np.ndarray, keys: List[str], shard_rows: int, **reuse) -> None:
     """Writes ``rows`` in a scrambled order of slices and single rows, as stages do."""
-    with open_rows_writer(path, rows.shape, rows.dtype, keys, shard_rows) as out:
+    link = reuse.pop("link", None)
+    with open_rows_writer(path, rows.shape, rows.dtype, Layout(keys, shard_rows, link),
+                          **reuse) as out:
         order = np.random.default_rng(1).permutation(len(rows))
         for row in order[: len(order) // 2]:
             out[int(row)] = rows[row]
@@ -82,6 +85,23 @@ def test_k_inserted_and_removed_rows_change_about_k_shards(tmp_path):
     added = set(new) - set(old)
     assert len(new) > 200 and len(added) <= 2 * 15, (len(added), len(new))
 
+    # Written again with the old version at hand: unchanged shards are linked, not written.
+    lookup = {key: row for row, key in enumerate(keys)}
+    sources = np.array([lookup.get(key, -1) for key in new_keys])             # (N,)
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes())
+              for path in sorted((tmp_path / "old").glob("*.npy"))}
+    linked: List[Path] = []
+
+    def link(source: Path, target: Path) -> None:
+        os.link(source, target)
+        linked.append(source)
+
+    write(tmp_path / "linked", new_rows, new_keys, shard_rows=8,
+          previous=tmp_path / "old", sources=sources, link=link)
+    assert shard_digests(tmp_path / "linked") == new                  # the same bytes
+    assert len(new) - len(added) - 2 <= len(linked) <= len(new) - len(added)
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in before} == before
+
 
 def test_a_file_becomes_shards_and_back_atomically(tmp_path):
     rows = np.arange(40, dtype=np.int64).reshape(20, 2)
@@ -91,7 +111,7 @@ def test_a_file_becomes_shards_and_back_atomically(tmp_path):
     write(tmp_path / "x.npy", rows, keys_of(20), shard_rows=0)
     assert (tmp_path / "x.npy").is_file() and np.array_equal(np.load(tmp_path / "x.npy"), rows)
     with pytest.raises(RuntimeError):
-        with open_rows_writer(tmp_path / "x.npy", rows.shape, rows.dtype, keys_of(20), 3):
+        with open_rows_writer(tmp_path / "x.npy", rows.shape, rows.dtype, Layout(keys_of(20), 3)):
             raise RuntimeError("killed half way")
     assert (tmp_path / "x.npy").is_file()                                # the old one stays
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
@@ -109,11 +129,11 @@ def test_bad_shards_are_one_line_artifact_errors(tmp_path):
     with pytest.raises(ArtifactError, match="dtype"):
         open_rows(folder, dtype=np.float64)
     with pytest.raises(ValueError, match="keys for"):
-        with open_rows_writer(tmp_path / "y", (3, 2), np.float32, keys_of(2), 4):
+        with open_rows_writer(tmp_path / "y", (3, 2), np.float32, Layout(keys_of(2), 4)):
             pass
 
 
 def test_an_empty_array_is_one_empty_shard(tmp_path):
-    with open_rows_writer(tmp_path / "e", (0, 5), np.float32, [], 4):
+    with open_rows_writer(tmp_path / "e", (0, 5), np.float32, Layout([], 4)):
         pass
     assert read_array(tmp_path / "e").shape == (0, 5)
