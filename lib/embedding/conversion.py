@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from lib.artifacts import atomic_path
 
@@ -86,3 +86,29 @@ def write_entry(folder: Path, source_sha256: str, files: Mapping[str, Path],
         manifest = {"source_sha256": source_sha256, "files": digests, **dict(extra or {})}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                     encoding="utf-8")
+
+
+# Compiled blobs kept (each about the model's size): a few models, precisions and hints.
+COMPILED_KEPT = 8
+
+
+def prune_compiled(folder: Path, keep: int = COMPILED_KEPT) -> List[Path]:
+    """Removes all but the ``keep`` newest compiled blobs of OpenVINO's cache.
+
+    OpenVINO writes a blob per model, device and setting and never removes one; a blob
+    removed is compiled again when next needed. Call it when a blob was just written.
+    Returns the blobs removed.
+    """
+    try:
+        blobs = sorted(folder.glob("*.blob"), key=lambda path: path.stat().st_mtime,
+                       reverse=True)
+    except OSError:               # a blob removed by another process while listing
+        return []
+    removed = []
+    for blob in blobs[keep:]:
+        try:
+            blob.unlink()
+            removed.append(blob)
+        except OSError as err:
+            logger.info("compiled model %s not removed: %s", blob, err)
+    return removed

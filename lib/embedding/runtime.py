@@ -23,7 +23,7 @@ import numpy as np
 
 from lib.cli import quiet_native_stderr
 from lib.config import ModellingConfig
-from lib.embedding.conversion import read_entry, write_entry
+from lib.embedding.conversion import prune_compiled, read_entry, write_entry
 from lib.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -226,11 +226,15 @@ class OpenVinoForward:
         self._batch_size = batch_size
         self._hint = PRECISION_HINTS[precision]
         self._compiled: Dict[str, Any] = {}
-        # An IR is compiled from its path (a cached compilation is then found without
-        # reading the model), for queries at once: the file is read while it is there.
-        self._model = str(ir_model) if ir_model is not None else _openvino_model(
-            self._core, lambda: model, source_sha256)
+        # An IR is read now, while its (pinned) files are there, and compiled from the
+        # model read: OpenVINO then keys its compiled cache by the model's content, not by
+        # the path (a private copy has a new path every run: a miss, and a new blob).
+        self._model = self._core.read_model(str(ir_model)) if ir_model is not None else \
+            _openvino_model(self._core, lambda: model, source_sha256)
+        blobs = set((cache / "compiled").glob("*.blob")) if cache is not None else set()
         self._compile("LATENCY")
+        if cache is not None and set((cache / "compiled").glob("*.blob")) - blobs:
+            prune_compiled(cache / "compiled")              # a new blob: keep the newest
 
     @property
     def input_shape(self) -> Tuple[int, ...]:

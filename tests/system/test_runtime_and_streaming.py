@@ -3,6 +3,8 @@ artifacts, reduced vs full JPEG decode. Real photos and real weights."""
 import hashlib
 import io
 import logging
+import os
+import shutil
 import subprocess
 import sys
 
@@ -12,10 +14,12 @@ import pytest
 from PIL import Image
 
 from lib.artifacts import NpyRowReader, open_npy_writer
-from lib.config import EtlConfig
+from lib.config import EtlConfig, ModellingConfig
+from lib.embedding.conversion import COMPILED_KEPT
+from lib.embedding.inference_model import write_inference_model
 from lib.embedding.preprocessing import preprocess, run_feature_engineering
-from lib.embedding.runtime import choose_runtime, openvino_cache_dir
-from lib.embedding.vectorizer import run_embedding, Vectorizer
+from lib.embedding.runtime import CACHE_ENV, choose_runtime, openvino_cache_dir
+from lib.embedding.vectorizer import MODEL_FILE, run_embedding, Vectorizer
 from lib.errors import ConfigError
 from lib.photos.decoding import decode_image, imread_flag
 from lib.photos.images import load_image
@@ -245,3 +249,30 @@ def test_queued_queries_run_on_throughput_streams_with_the_same_vectors(openvino
     alone = np.concatenate([openvino_vectorizer.transform(image[np.newaxis])
                             for image in features])                            # (10, D)
     assert cosines(vectors, alone).min() >= PARITY
+
+
+@pytest.mark.slow
+def test_an_ir_at_a_new_path_compiles_from_the_cache_and_the_cache_stays_bounded(
+        saved_model, features, tmp_path, monkeypatch):
+    # Serving compiles the IR from a private copy, at a new path every run.
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    write_inference_model(tmp_path / "ir", saved_model / MODEL_FILE, tmp_path / "unused.npy",
+                          ModellingConfig())
+    vectors = []
+    for copy in ("run-1", "run-2", "run-3"):
+        shutil.copytree(tmp_path / "ir", tmp_path / copy)
+        vectorizer = Vectorizer(None, runtime="openvino", ir_model=tmp_path / copy / "model.xml")
+        vectors.append(vectorizer.transform(features[:2]))                   # (2, D)
+    compiled = tmp_path / "cache" / "compiled"
+    assert len(list(compiled.glob("*.blob"))) == 1          # one blob, found again by content
+    assert np.array_equal(vectors[0], vectors[2])
+    for number in range(12):                                # blobs of other models, older
+        (compiled / f"{number}.blob").write_bytes(b"x")
+        os.utime(compiled / f"{number}.blob", (1e9 + number, 1e9 + number))
+    for blob in compiled.glob("*.blob"):
+        if blob.stat().st_size > 1:
+            blob.unlink()                                   # compiled again: a new blob
+    Vectorizer(None, runtime="openvino",
+               ir_model=tmp_path / "run-1" / "model.xml").transform(features[:1])
+    kept = sorted(blob.name for blob in compiled.glob("*.blob"))
+    assert len(kept) == COMPILED_KEPT and f"{0}.blob" not in kept   # the oldest went
