@@ -44,7 +44,8 @@ from lib.artifacts import clean_leftovers, load_npy, save_json
 from lib.config import load_config
 from lib.evaluation import (
     compare, comparison_table, evaluate_engine, not_applicable, not_applicable_metrics,
-    read_query_set, render_pr_curve, reproduction_record, write_results)
+    query_fingerprint, query_vectors, read_query_set, render_pr_curve, reproduction_record,
+    write_results)
 from lib.retrieval import ImageSearchEngine
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"not evaluated: {reason}")
         return 0
     engine = ImageSearchEngine.load(config, paths, with_images=False)
-    metrics, curve, scores = evaluate_engine(engine, queries)
+    root = args.params.parent
+    vectors = query_vectors(root, [path for path, _ in queries],
+                            query_fingerprint(root, config, __file__), engine.embed)
+    metrics, curve, scores = evaluate_engine(engine, queries, vectors)
     write_results(metrics, curve, args.metrics, args.curve)
     names = [os.path.relpath(path, args.queries.parent) for path, _ in queries]
     save_json(args.reproduction, reproduction_record(engine.names, names, scores))

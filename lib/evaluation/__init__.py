@@ -7,6 +7,7 @@
 - :mod:`lib.evaluation.compare`: the workspace's evaluation against a git revision's, and
   how one query's results changed between two versions.
 - :mod:`lib.evaluation.side_by_side`: one query at two versions (``serve.py --compare``).
+- :mod:`lib.evaluation.query_vectors`: the queries' vectors, kept between runs.
 """
 from lib.evaluation.compare import (
     changes_table, compare, result_changes, table as comparison_table)
@@ -16,8 +17,10 @@ from lib.evaluation.side_by_side import (
     answer_at, render_side_by_side, side_by_side, VersionAnswer)
 from lib.evaluation.query_set import (
     evaluate_engine, not_applicable, not_applicable_metrics, read_query_set, write_results)
+from lib.evaluation.query_vectors import fingerprint as query_fingerprint, query_vectors
 
 __all__ = ["VersionAnswer", "answer_at", "changes_table", "compare", "comparison_table",
-           "evaluate_engine", "not_applicable", "not_applicable_metrics", "read_query_set",
+           "evaluate_engine", "not_applicable", "not_applicable_metrics", "query_fingerprint",
+           "query_vectors", "read_query_set",
            "render_pr_curve", "render_side_by_side", "reproduction_record", "result_changes",
            "side_by_side", "write_results"]

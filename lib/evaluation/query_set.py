@@ -16,7 +16,7 @@ import csv
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -90,9 +90,13 @@ def not_applicable_metrics(queries: List[Tuple[Path, str]], reason: str) -> Dict
             "queries_evaluated": 0, "queries_without_relevant": len(queries)}
 
 
-def evaluate_engine(engine: ImageSearchEngine, queries: List[Tuple[Path, str]]
+def evaluate_engine(engine: ImageSearchEngine, queries: List[Tuple[Path, str]],
+                    vectors: Optional[List[np.ndarray]] = None
                     ) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
     """Ranks the collection for every query as serving does and scores the rankings.
+
+    ``vectors`` are the queries' embeddings when known already
+    (:mod:`lib.evaluation.query_vectors`); otherwise each query is embedded here.
 
     Returns:
         The metrics (see :func:`lib.evaluation.metrics.evaluate`, plus
@@ -106,17 +110,19 @@ def evaluate_engine(engine: ImageSearchEngine, queries: List[Tuple[Path, str]]
     labels = database_labels(engine.names)                                  # (N,)
     scores = np.empty((len(queries), len(engine)), dtype=np.float32)        # (Q, N)
     relevant = np.empty((len(queries), len(engine)), dtype=bool)            # (Q, N)
-    vectors = []
+    embedded: List[np.ndarray] = []
     started = time.perf_counter()
     for row, (path, label) in enumerate(queries):
-        vectors.append(engine.embed(path))                  # read as serving reads it
-        scores[row] = engine.scores(vectors[-1])
+        # read as serving reads it
+        embedded.append(engine.embed(path) if vectors is None else vectors[row])
+        scores[row] = engine.scores(embedded[-1])
         relevant[row] = labels == label
     elapsed = time.perf_counter() - started
     metrics, curve = evaluate(scores, relevant)
-    logger.info("evaluated %d queries in %.1f s: %.4f s per query", len(queries), elapsed,
+    logger.info("%s %d queries in %.1f s: %.4f s per query",
+                "evaluated" if vectors is None else "ranked", len(queries), elapsed,
                 elapsed / len(queries))
-    recall, exact_ms, index_ms = index_recall(engine, vectors)
+    recall, exact_ms, index_ms = index_recall(engine, embedded)
     metrics["index_recall@10"] = recall
     logger.info("search per query: exact scan %.3f ms, through the index %.3f ms", exact_ms,
                 index_ms)
