@@ -81,3 +81,15 @@ def token_service_fixture(query_project, tmp_path_factory):
                              env={"IMAGE_SEARCH_TOKEN": TOKEN})
     yield service
     service.stop()
+
+
+@pytest.fixture(name="without_tensorflow")
+def without_tensorflow_fixture(tmp_path, monkeypatch):
+    """Every process started from here on finds ``tensorflow`` and ``keras`` unimportable."""
+    blocker = tmp_path / "blocker"
+    for package in ("tensorflow", "keras"):
+        (blocker / package).mkdir(parents=True)
+        (blocker / package / "__init__.py").write_text(
+            f"raise ImportError('{package} is unimportable in this test')\n", encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", str(blocker))
+    return blocker

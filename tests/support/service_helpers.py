@@ -1,13 +1,16 @@
 """The search service as a user runs it: ``stages/serve.py --http`` in a real process."""
+import contextlib
 import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from tests.support.helpers import tool_env
 
@@ -98,3 +101,23 @@ class ServiceProcess:
             self.proc.stdout.close()
         self._log.close()
         return self.proc.returncode
+
+
+@contextlib.contextmanager
+def app_in_thread(app) -> Iterator[str]:
+    """An application served by uvicorn in a thread of this process (no lifespan): its URL."""
+    import uvicorn  # pylint: disable=import-outside-toplevel
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)

@@ -52,18 +52,6 @@ def library_fixture(tmp_path_factory):
     return project
 
 
-@pytest.fixture(name="without_tensorflow")
-def without_tensorflow_fixture(tmp_path, monkeypatch):
-    """Processes started from here on find ``tensorflow`` and ``keras`` unimportable."""
-    blocker = tmp_path / "blocker"
-    for package in ("tensorflow", "keras"):
-        (blocker / package).mkdir(parents=True)
-        (blocker / package / "__init__.py").write_text(
-            f"raise ImportError('{package} is unimportable in this test')\n", encoding="utf-8")
-    monkeypatch.setenv("PYTHONPATH", str(blocker))
-    return blocker
-
-
 def sections(stdout: str) -> Dict[str, List[str]]:
     """``--compare``'s output parsed: the names ranked at REV (``old``) and in the
     workspace (``new``), and the change lines as ``kind rank name``."""

@@ -5,16 +5,13 @@ names must answer from the service. Checked on the real application without an e
 (``/docs`` never touches it: fast), then on the running service (``query_service``).
 """
 import re
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from lib.config import Config
 from lib.service.app import create_app
+from tests.support.service_helpers import app_in_thread
 
 ABSOLUTE = re.compile(r"""(?:https?:)?//[^\s"'<>)]+""", re.IGNORECASE)
 ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
@@ -57,19 +54,8 @@ def engineless_fixture():
     Only the search routes and the shutdown (a lifespan, off here) use the engine and
     the embedder: ``None`` stands for both.
     """
-    app = create_app(None, None, Config())
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        server.should_exit = True
-        thread.join(timeout=30)
+    with app_in_thread(create_app(None, None, Config())) as url:
+        yield url
 
 
 def test_docs_are_local_without_an_engine(engineless):

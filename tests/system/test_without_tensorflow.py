@@ -34,18 +34,6 @@ def library_fixture(tmp_path_factory):
     return project
 
 
-@pytest.fixture(name="without_tensorflow")
-def without_tensorflow_fixture(tmp_path, monkeypatch):
-    """Every process started from here on finds ``tensorflow`` and ``keras`` unimportable."""
-    blocker = tmp_path / "blocker"
-    for package in ("tensorflow", "keras"):
-        (blocker / package).mkdir(parents=True)
-        (blocker / package / "__init__.py").write_text(
-            f"raise ImportError('{package} is unimportable in this test')\n", encoding="utf-8")
-    monkeypatch.setenv("PYTHONPATH", str(blocker))
-    return blocker
-
-
 def ranked(output: str) -> List[str]:
     """The ``rank score name`` lines of ``serve.py``'s output."""
     return [" ".join(match.groups()) for match in map(RANKED.match, output.splitlines())
