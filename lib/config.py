@@ -28,11 +28,13 @@ ENGINES = ("local", "ray")
 _T = TypeVar("_T", bound="Section")
 
 
-def setting(default: Any, kind: type, *, minimum: Optional[float] = None,
-            choices: Optional[Tuple[str, ...]] = None, optional: bool = False) -> Any:
-    """Declares one setting: its default, type, lower bound or allowed values."""
+def setting(default: Any, kind: type, *,  # pylint: disable=too-many-arguments
+            minimum: Optional[float] = None, choices: Optional[Tuple[str, ...]] = None,
+            optional: bool = False, maximum: Optional[float] = None) -> Any:
+    """Declares one setting: its default, type, bounds or allowed values."""
     return dataclasses.field(default=default, metadata={  # pylint: disable=invalid-field-call
-        "kind": kind, "minimum": minimum, "choices": choices, "optional": optional})
+        "kind": kind, "minimum": minimum, "choices": choices, "optional": optional,
+        "maximum": maximum})
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -55,6 +57,8 @@ def _allowed(meta: Mapping[str, Any]) -> str:
             str: "a non-empty text", tuple: "a list of non-empty texts"}[meta["kind"]]
     if meta["minimum"] is not None:
         kind += f" >= {meta['minimum']}"
+    if meta.get("maximum") is not None:
+        kind += f" and <= {meta['maximum']}"
     return kind + (" or null" if meta["optional"] else "")
 
 
@@ -65,9 +69,7 @@ def _valid(value: Any, meta: Mapping[str, Any]) -> bool:  # pylint: disable=too-
         return bool(meta["optional"])
     if kind is bool:
         return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is int and not isinstance(value, int):
+    if isinstance(value, bool) or (kind is int and not isinstance(value, int)):
         return False
     if kind is float and (not isinstance(value, (int, float)) or not math.isfinite(value)):
         return False
@@ -78,7 +80,8 @@ def _valid(value: Any, meta: Mapping[str, Any]) -> bool:  # pylint: disable=too-
             isinstance(item, str) and item.strip() for item in value)
     if meta["choices"] and value not in meta["choices"]:
         return False
-    return meta["minimum"] is None or value >= meta["minimum"]
+    return ((meta["minimum"] is None or value >= meta["minimum"])
+            and (meta.get("maximum") is None or value <= meta["maximum"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +141,7 @@ class PathsConfig(Section):  # pylint: disable=too-many-instance-attributes
     model: str = setting("data/model/vectorizer_model", str)
     weights_record: str = setting("data/model/weights.json", str)
     whitening: str = setting("data/model/whitening.npz", str)
+    augmented: str = setting("data/model/augmented.npy", str)
     inference_model: str = setting("data/model/inference_model", str)
     index: str = setting("data/model/index", str)
     queries: str = setting("data/queries", str)
@@ -162,12 +166,10 @@ class EtlConfig(Section):
             shorter side) or ``pad`` (pad to square with black).
         interpolation: OpenCV interpolation name: ``area``, ``linear`` or ``cubic``.
         max_pixels: Largest width x height accepted (decompression-bomb guard).
-        reduced_decode: Decode large JPEGs at 1/2, 1/4 or 1/8 scale (several times
-            faster) when the result keeps at least twice ``image_size`` pixels on its
-            shorter side, so the final resize is within a few grey levels of a full
-            decode.
-        workers: Decoding threads of the ETL stage.
-        chunk_size: Files the ETL stage decodes per chunk.
+        reduced_decode: Decode large JPEGs at 1/2, 1/4 or 1/8 scale (several times faster)
+            when the result keeps at least twice ``image_size`` pixels on its shorter
+            side, so the final resize is within a few grey levels of a full decode.
+        workers, chunk_size: Decoding threads of the ETL stage; files it decodes per chunk.
     """
 
     SECTION = "etl"
@@ -195,13 +197,10 @@ class FeatureEngineeringConfig(Section):
 
 @dataclasses.dataclass(frozen=True)
 class StorageConfig(Section):
-    """How the big arrays (landing images, feature store, vectors) are stored.
-
-    Attributes:
-        shard_rows: 0 (the design): each array is one ``.npy`` file. N > 0: a folder of
-            ``.npy`` shards of about N rows each, cut where the photos' content keys
-            say (``lib.arrays``), so an update stores only the shards it changed.
-    """
+    """How the big arrays (landing images, feature store, vectors) are stored:
+    ``shard_rows`` 0 (the design): each array is one ``.npy`` file; N > 0: a folder of
+    ``.npy`` shards of about N rows each, cut where the photos' content keys say
+    (``lib.arrays``), so an update stores only the shards it changed."""
 
     SECTION = "storage"
     shard_rows: int = setting(0, int, minimum=0)
@@ -212,24 +211,20 @@ class ModellingConfig(Section):  # pylint: disable=too-many-instance-attributes
     """The vectorizer model and how it embeds.
 
     Attributes:
-        weights: ``imagenet`` (Keras downloads them) or the path of a local no-top
-            ResNet50 ``.h5`` weights file.
+        weights: ``imagenet`` (Keras downloads them) or a local no-top ResNet50 ``.h5``.
         pooling: ``avg`` (ResNet50 ``avg_pool``, the design), ``max`` or ``gem``.
         gem_p: GeM exponent (``pooling: gem`` only).
-        batch_size: Images per forward pass.
-        chunk_size: Images read from the feature store per step.
+        batch_size, chunk_size: Images per forward pass; read from the feature store per step.
         runtime: ``auto`` (TensorFlow on a GPU, else OpenVINO when installed, else
             TensorFlow), ``openvino`` or ``tensorflow``.
-        precision: ``fp32`` (the design), ``bf16`` (OpenVINO's bf16 inference, on CPUs
-            with AVX512_BF16 or AMX) or ``int8`` (the model quantised by NNCF's
-            post-training quantisation); ``bf16`` and ``int8`` run on OpenVINO.
+        precision: ``fp32`` (the design), ``bf16`` (OpenVINO bf16, on CPUs with
+            AVX512_BF16 or AMX) or ``int8`` (NNCF post-training quantisation), on OpenVINO.
         calibration_size: Feature-store rows (evenly spaced) that calibrate ``int8``.
         engine: ``local`` (this process) or ``ray`` (a Ray cluster, ``lib.embedding.ray_engine``).
-        ray_address: The Ray cluster's address (``host:port``); null: ``$RAY_ADDRESS``,
-            else a local Ray instance with this machine's cores.
-        ray_actors: Embedding actors; 0 = one per ``ray_actor_cpus`` CPUs of the cluster.
-        ray_actor_cpus: CPUs each actor reserves (Ray scheduling; OpenVINO still uses
-            the cores it sees).
+        ray_address: The Ray cluster's ``host:port``; null: ``$RAY_ADDRESS``, else a
+            local Ray instance with this machine's cores.
+        ray_actors, ray_actor_cpus: Embedding actors (0 = one per ``ray_actor_cpus``
+            CPUs of the cluster); CPUs each one reserves (OpenVINO uses all it sees).
     """
 
     SECTION = "modelling"
@@ -263,6 +258,15 @@ class WhiteningConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentationConfig(Section):
+    """Database-side augmentation (``lib.retrieval.augmentation``): each collection vector
+    joined by its ``k`` nearest rows weighted by cosine ** ``alpha``; ``k`` 0 = off."""
+    SECTION = "augmentation"
+    k: int = setting(0, int, minimum=0)
+    alpha: float = setting(3.0, float, minimum=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
     """The vector index serving ranks through (``lib.retrieval.index``).
 
@@ -272,15 +276,12 @@ class IndexConfig(Section):  # pylint: disable=too-many-instance-attributes
             design's linear scan, bit for bit), ``hnsw`` (FAISS HNSW graph over the
             float32 vectors) or ``ivfpq`` (FAISS inverted lists with product
             quantisation: a compact index for collections that do not fit in memory).
-        exact_below: ``auto`` keeps the exact scan below this many rows.
-        flat_budget_mb: ``auto`` picks ``ivfpq`` when the float32 vectors exceed this.
-        hnsw_m: HNSW links per node.
-        ef_construction: HNSW candidate list while building.
-        ef_search: HNSW candidate list while searching (no rebuild).
-        nlist: IVF lists; 0 = about sqrt(N).
-        nprobe: IVF lists visited per query (no rebuild).
-        pq_m: PQ sub-quantisers; must divide the vector dimension.
-        pq_bits: Bits per PQ code.
+        exact_below, flat_budget_mb: ``auto`` keeps the exact scan below this many
+            rows, and picks ``ivfpq`` when the float32 vectors exceed this many MB.
+        hnsw_m, ef_construction, ef_search: HNSW links per node; candidate list while
+            building, and while searching (no rebuild).
+        nlist, nprobe: IVF lists (0 = about sqrt(N)); lists visited per query (no rebuild).
+        pq_m, pq_bits: PQ sub-quantisers (must divide the vector dimension); bits per code.
         rerank: Candidates re-scored exactly per result asked (n x rerank).
     """
 
@@ -313,12 +314,18 @@ class DuplicatesConfig(Section):
 
 @dataclasses.dataclass(frozen=True)
 class ServeConfig(Section):
-    """Serving defaults: result count, picture, query expansion (0 = off)."""
+    """Serving defaults (result count, picture) and the ranking knobs read at search time:
+    query expansion (k; alpha-QE exponent) and k-reciprocal re-ranking; 0 = off."""
 
     SECTION = "serve"
     top_n: int = setting(5, int, minimum=1)
     output: str = setting("result.png", str)
     query_expansion: int = setting(0, int, minimum=0)
+    query_expansion_alpha: float = setting(0.0, float, minimum=0.0)
+    reciprocal_candidates: int = setting(0, int, minimum=0)
+    reciprocal_k1: int = setting(20, int, minimum=1)
+    reciprocal_k2: int = setting(6, int, minimum=1)
+    reciprocal_lambda: float = setting(0.3, float, minimum=0.0, maximum=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,19 +333,15 @@ class ServiceConfig(Section):
     """The resident HTTP service (``serve.py --http``, :mod:`lib.service`).
 
     Attributes:
-        host: Address to bind; ``127.0.0.1`` keeps it on this machine, ``0.0.0.0``
-            opens it to the network.
-        port: TCP port.
-        max_upload_bytes: Largest request body; a larger upload is refused with 413
-            before it is read.
-        max_results: Largest ``n`` a request may ask for.
-        batch_wait_ms: How long the model waits to fill a batch (up to
-            ``modelling.batch_size`` queries) while more queries are on their way.
-        watch_seconds: How often ``dvc.lock`` is checked for a new version to load
-            and swap in; 0 = only on ``POST /reload``.
-        allowed_hosts: Host names the service answers besides ``localhost`` and IP
-            addresses (``--allow-host`` adds more); ``*`` answers any (behind a proxy
-            that checks them). Others are refused (DNS rebinding).
+        host, port: Address to bind (``127.0.0.1`` keeps it on this machine, ``0.0.0.0``
+            opens it to the network) and TCP port.
+        max_upload_bytes, max_results: Largest request body (a larger upload is refused
+            with 413 before it is read); largest ``n`` a request may ask for.
+        batch_wait_ms: How long the model waits to fill a batch (up to ``batch_size``).
+        watch_seconds: How often ``dvc.lock`` is checked for a new version to swap in;
+            0 = only on ``POST /reload``.
+        allowed_hosts: Host names answered besides ``localhost`` and IP addresses
+            (``--allow-host`` adds more; ``*``: any); others are refused (DNS rebinding).
         throughput_streams: While queries queue up, run batches on OpenVINO's
             throughput streams, several in flight; false: one batch at a time.
     """
@@ -358,14 +361,14 @@ SECTIONS: Dict[str, Type[Section]] = {
     "paths": PathsConfig, "etl": EtlConfig, "feature_engineering": FeatureEngineeringConfig,
     "modelling": ModellingConfig, "whitening": WhiteningConfig, "serve": ServeConfig,
     "service": ServiceConfig, "index": IndexConfig, "duplicates": DuplicatesConfig,
-    "storage": StorageConfig,
+    "storage": StorageConfig, "augmentation": AugmentationConfig,
 }
 # Sections a params.yaml may leave out (their defaults are the design's).
-OPTIONAL_SECTIONS = frozenset({"storage"})
+OPTIONAL_SECTIONS = frozenset({"storage", "augmentation"})
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config:  # pylint: disable=too-many-instance-attributes
     """The whole ``params.yaml``, validated."""
 
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
@@ -379,6 +382,7 @@ class Config:
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
     duplicates: DuplicatesConfig = dataclasses.field(default_factory=DuplicatesConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    augmentation: AugmentationConfig = dataclasses.field(default_factory=AugmentationConfig)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "params.yaml",
@@ -388,9 +392,8 @@ class Config:
         Args:
             data: The parsed YAML.
             source: Names the file in error messages.
-            missing_sections: Give absent sections their defaults (a revision built
-                before a section existed); otherwise an absent section is an error,
-                unless it is one of ``OPTIONAL_SECTIONS``.
+            missing_sections: Give absent sections their defaults (a revision built before
+                a section existed); else only ``OPTIONAL_SECTIONS`` may be absent.
 
         Raises:
             ConfigError: One line: ``source: section.key: what is wrong``.

@@ -14,8 +14,8 @@ from lib.pinning.snapshot import release
 # The artifacts serving loads, by their key in the params ``paths`` section.
 SERVED = ("names", "vectors", "model", "images")
 # Served when the revision has them (revisions built before the whitening stage, the
-# index stage, or modelling.precision lack them).
-OPTIONAL_SERVED = ("whitening", "inference_model", "index")
+# index stage, modelling.precision or augmentation lack them).
+OPTIONAL_SERVED = ("whitening", "inference_model", "index", "augmented")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ One photo's way: :meth:`ImageSearchEngine.read_query` decodes it (``lib.photos``
 FE step, the saved model embeds it (``lib.embedding``), and the index ranks it
 (:mod:`lib.retrieval.index`, with :mod:`lib.retrieval.expansion`).
 """
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
@@ -17,10 +18,12 @@ from lib.config import Config, EtlConfig, IndexConfig, positive_int
 from lib.embedding import preprocess, Vectorizer
 from lib.errors import ArtifactError, PathLike
 from lib.photos import decode_with, etl_transform, read_image
+from lib.retrieval.augmentation import load_augmented
 from lib.retrieval.controls import folder_prefix, rows_under
-from lib.retrieval.expansion import expand
-from lib.retrieval.index import ApproximateIndex, ExactIndex, SearchIndex, VectorIndex
+from lib.retrieval.index import (
+    ApproximateIndex, check_index, ExactIndex, SearchIndex, VectorIndex)
 from lib.retrieval.index_store import load_index
+from lib.retrieval.ranking import ranked_scores, ranked_search, Ranking
 from lib.retrieval.whitening import load_whitening, Whitening
 
 logger = logging.getLogger(__name__)
@@ -48,13 +51,17 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
             answers :meth:`search_vector`; None or an ``exact`` one keeps the linear scan.
         index_config: The index's search-time settings (``rerank``, ``ef_search``,
             ``nprobe``).
+        ranking: The other query-time knobs (alpha-QE, re-ranking); ``query_expansion``
+            sets its ``expansion``.
+        augmented: Optional (N, D) DBA vectors (the whitening stage's), searched instead.
     """
 
     def __init__(self, vectors: np.ndarray, names: np.ndarray,  # pylint: disable=too-many-arguments
                  vectorizer: Optional[Vectorizer], etl_config: EtlConfig,
                  images: Optional[np.ndarray] = None, whitening: Optional[Whitening] = None,
                  query_expansion: int = 0, *, index: Optional[VectorIndex] = None,
-                 index_config: Optional[IndexConfig] = None):
+                 index_config: Optional[IndexConfig] = None, ranking: Optional[Ranking] = None,
+                 augmented: Optional[np.ndarray] = None):
         check_index(vectors, names, images)
         if vectorizer is not None and vectorizer.dim != vectors.shape[1]:
             raise ArtifactError(f"the vectorizer gives {vectorizer.dim}-d vectors, the index "
@@ -69,18 +76,30 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         self.etl_config = etl_config
         self.images = images
         self.whitening = whitening
-        self.query_expansion = query_expansion
+        self.ranking = dataclasses.replace(ranking or Ranking(), expansion=query_expansion)
+        if augmented is not None and augmented.shape != vectors.shape:
+            raise ArtifactError(f"augmented vectors {augmented.shape}, vectors {vectors.shape}")
+        self.space = vectors if augmented is None else augmented   # (N, D) searched
         self._rows: Optional[Dict[str, int]] = None
         self._exact: Optional[ExactIndex] = None
         self._folders: Dict[str, np.ndarray] = {}
         self.index: SearchIndex = (
-            ApproximateIndex(index, vectors, whitening, index_config or IndexConfig())
+            ApproximateIndex(index, self.space, whitening, index_config or IndexConfig())
             if index is not None and index.approximate else self.exact_index())
 
+    @property
+    def query_expansion(self) -> int:
+        """``k`` of query expansion, 0 off (settable: read at search time)."""
+        return self.ranking.expansion
+
+    @query_expansion.setter
+    def query_expansion(self, k: int) -> None:
+        self.ranking = dataclasses.replace(self.ranking, expansion=k)
+
     def exact_index(self) -> ExactIndex:
-        """The exact scan over the collection, made once (the default index)."""
+        """The exact scan over the collection (its DBA vectors when on), made once."""
         if self._exact is None:
-            self._exact = ExactIndex(self.vectors, self.whitening)
+            self._exact = ExactIndex(self.space, self.whitening)
         return self._exact
 
     @classmethod
@@ -123,9 +142,15 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         if paths.get("whitening") is not None:
             whitening = load_whitening(paths["whitening"], vectors.shape[1], vectors.shape[0],
                                        expected_dim=config.whitening.dim)
+        if paths.get("augmented") is None and config.augmentation.k:
+            raise ArtifactError("augmentation.k is set but there is no augmentation "
+                                "artifact: run dvc repro")
+        augmented = (None if paths.get("augmented") is None else
+                     load_augmented(paths["augmented"], vectors, config.augmentation.k))
+        space = vectors if augmented is None else augmented
         index = None
         if paths.get("index") is not None:
-            index = load_index(paths["index"], vectors, whitening, config.index)
+            index = load_index(paths["index"], space, whitening, config.index)
         modelling = config.modelling
         vectorizer = Vectorizer.load(paths["model"], batch_size=modelling.batch_size,
                                      expected_dim=vectors.shape[1], runtime=modelling.runtime,
@@ -133,7 +158,8 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
                                      inference_model=paths.get("inference_model"))
         return cls(vectors, names, vectorizer, config.etl, images, whitening=whitening,
                    query_expansion=config.serve.query_expansion, index=index,
-                   index_config=config.index)
+                   index_config=config.index, ranking=Ranking.from_config(config.serve),
+                   augmented=augmented)
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -210,11 +236,11 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         """Similarity of an embedding to every collection image: (N,) ``float32``.
 
         The embedding is whitened like the collection (when whitening is on), expanded
-        (when query expansion is on), then ranked by cosine. Every row is scored: this
-        is the exact scan, whatever the index.
+        (when query expansion is on), then ranked by cosine, then its best candidates
+        re-ranked (when re-ranking is on, :mod:`lib.retrieval.ranking`). Every row is
+        scored: this is the exact scan, whatever the index.
         """
-        exact = self.exact_index()
-        return exact.scores(expand(exact, self._query_space(vector), self.query_expansion))
+        return ranked_scores(self.exact_index(), self._query_space(vector), self.ranking)
 
     def folder_rows(self, folder: str) -> np.ndarray:
         """The sorted rows (R,) of the images under a folder of the collection, a prefix
@@ -248,10 +274,9 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         within = None if folder is None else self.folder_rows(folder)
         if within is not None and within.shape[0] == 0:
             return []
-        query = expand(self.index, self._query_space(vector), self.query_expansion,
-                       within)                                                       # (D',)
-        values, rows = self.index.search(query[np.newaxis], offset + n, within)     # (1, K)
-        found = [(float(value), int(row)) for value, row in zip(values[0], rows[0])
+        values, rows = ranked_search(self.index, self._query_space(vector), offset + n,
+                                     within, self.ranking)                          # (K,)
+        found = [(float(value), int(row)) for value, row in zip(values, rows)
                  if row >= 0][offset:]
         if min_score is not None:
             found = [(value, row) for value, row in found if value >= min_score]
@@ -272,28 +297,3 @@ class ImageSearchEngine:  # pylint: disable=too-many-instance-attributes
         n = positive_int(n, "n")
         return [(score, str(self.names[row]))
                 for score, row in self.search_vector(self.embed(query), n, **controls)]
-
-
-def check_index(vectors: np.ndarray, names: np.ndarray,
-                images: Optional[np.ndarray] = None) -> None:
-    """Checks that the index arrays have the designed form and are row-aligned.
-
-    Raises:
-        ArtifactError: Wrong shape or dtype, empty, duplicate names, or arrays whose
-            row counts differ (artifacts from different runs, or tampered with).
-    """
-    if vectors.ndim != 2 or vectors.dtype != np.float32:
-        raise ArtifactError(f"vectors must be (N, D) float32, got {vectors.shape} "
-                            f"{vectors.dtype}")
-    if names.ndim != 1 or names.dtype.kind != "U":
-        raise ArtifactError(f"image names must be (N,) text, got {names.shape} {names.dtype}")
-    if names.shape[0] != vectors.shape[0]:
-        raise ArtifactError(f"{names.shape[0]} image names for {vectors.shape[0]} vectors: "
-                            "names and vectors are out of step")
-    if images is not None and images.shape[0] != vectors.shape[0]:
-        raise ArtifactError(f"{images.shape[0]} images for {vectors.shape[0]} vectors: "
-                            "landing images and vectors are out of step")
-    if vectors.shape[0] == 0:
-        raise ArtifactError("the index is empty")
-    if np.unique(names).shape[0] != names.shape[0]:
-        raise ArtifactError("the image names are not unique")

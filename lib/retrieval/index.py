@@ -200,3 +200,28 @@ class ApproximateIndex:
 
 
 SearchIndex = Union[ExactIndex, ApproximateIndex]
+
+
+def check_index(vectors: np.ndarray, names: np.ndarray,
+                images: Optional[np.ndarray] = None) -> None:
+    """Checks that the index arrays have the designed form and are row-aligned.
+
+    Raises:
+        ArtifactError: Wrong shape or dtype, empty, duplicate names, or arrays whose
+            row counts differ (artifacts from different runs, or tampered with).
+    """
+    if vectors.ndim != 2 or vectors.dtype != np.float32:
+        raise ArtifactError(f"vectors must be (N, D) float32, got {vectors.shape} "
+                            f"{vectors.dtype}")
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise ArtifactError(f"image names must be (N,) text, got {names.shape} {names.dtype}")
+    if names.shape[0] != vectors.shape[0]:
+        raise ArtifactError(f"{names.shape[0]} image names for {vectors.shape[0]} vectors: "
+                            "names and vectors are out of step")
+    if images is not None and images.shape[0] != vectors.shape[0]:
+        raise ArtifactError(f"{images.shape[0]} images for {vectors.shape[0]} vectors: "
+                            "landing images and vectors are out of step")
+    if vectors.shape[0] == 0:
+        raise ArtifactError("the index is empty")
+    if np.unique(names).shape[0] != names.shape[0]:
+        raise ArtifactError("the image names are not unique")
