@@ -1,11 +1,11 @@
-# make install | test | lint | repro | bench
+# make install | test | lint | repro | bench | preset
 # One install path: the README's quick start and these targets share .venv and
 # requirements.txt; pip leaves what is installed as it is, so nothing is reinstalled.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install install-test test unit lint repro quality bench
+.PHONY: install install-test test unit lint repro quality bench preset
 
 install: $(VENV)/.installed
 
@@ -46,3 +46,9 @@ quality: repro
 repro: install
 	$(PY) stages/check_master.py
 	$(VENV)/bin/dvc repro
+
+# Merges a preset (presets/NAME.yaml, default recommended) into params.yaml, comments
+# kept, and prints the equivalent `dvc exp run -S ...` line; then `make repro` builds it.
+NAME ?= recommended
+preset: install
+	$(PY) stages/preset.py presets/$(NAME).yaml
