@@ -1,9 +1,9 @@
 """Which retrieval knobs serve, and the preset they match (``GET /version``, the page).
 
 The knobs are the settings that shape rankings (:data:`KNOBS`): how a photo becomes an
-image (``etl.resize_mode``, ``etl.interpolation``, ``etl.image_size``), how it is
-embedded (``modelling.pooling``, ``modelling.gem_p``, ``modelling.precision``), the
-search space (``whitening.dim``, ``augmentation.*``), the query-time ranking
+image (``etl.resize_mode``, ``etl.interpolation``), how it is embedded
+(``modelling.pooling``, ``modelling.gem_p``, ``modelling.precision``), the search space
+(``whitening.dim``, ``augmentation.*``), the query-time ranking
 (``serve.query_expansion*``, ``serve.reciprocal_*``) and the index (``index.kind`` and
 the knobs read at search time: ``index.ef_search``, ``index.nprobe``, ``index.rerank``).
 Their values are those of the typed configuration the serving version was built with
@@ -25,12 +25,11 @@ from lib.errors import ConfigError, one_line, PathLike
 
 logger = logging.getLogger(__name__)
 
-KNOBS = ("etl.resize_mode", "etl.interpolation", "etl.image_size", "modelling.pooling",
-         "modelling.gem_p", "modelling.precision", "whitening.dim", "augmentation.k",
-         "augmentation.alpha", "serve.query_expansion", "serve.query_expansion_alpha",
-         "serve.reciprocal_candidates", "serve.reciprocal_k1", "serve.reciprocal_k2",
-         "serve.reciprocal_lambda", "index.kind", "index.ef_search", "index.nprobe",
-         "index.rerank")
+KNOBS = ("etl.resize_mode", "etl.interpolation", "modelling.pooling", "modelling.gem_p",
+         "modelling.precision", "whitening.dim", "augmentation.k", "augmentation.alpha",
+         "serve.query_expansion", "serve.query_expansion_alpha", "serve.reciprocal_candidates",
+         "serve.reciprocal_k1", "serve.reciprocal_k2", "serve.reciprocal_lambda", "index.kind",
+         "index.ef_search", "index.nprobe", "index.rerank")
 PRESETS = "presets"                  # the presets' folder, beside params.yaml
 DEFAULT = "default"
 CUSTOM = "custom"

@@ -28,7 +28,7 @@ from tests.support.helpers import set_params
 from tests.support.service_helpers import ServiceProcess
 
 DEFAULT_KNOBS = {"etl.resize_mode": "stretch", "etl.interpolation": "area",
-                 "etl.image_size": 224, "modelling.pooling": "avg", "modelling.gem_p": 3.0,
+                 "modelling.pooling": "avg", "modelling.gem_p": 3.0,
                  "modelling.precision": "fp32", "whitening.dim": 0, "augmentation.k": 0,
                  "augmentation.alpha": 3.0, "serve.query_expansion": 0,
                  "serve.query_expansion_alpha": 0.0, "serve.reciprocal_candidates": 0,
