@@ -25,7 +25,7 @@ import numpy as np
 
 from lib.artifacts import load_npy, NpyRowReader, NpyRowWriter, open_npy_writer
 from lib.arrays.shards import (
-    adopt_unchanged, open_sharded_writer, shard_cuts, shard_files, ShardedRowReader, ShardedRows,
+    open_sharded_writer, shard_cuts, shard_files, ShardedRowReader, ShardedRows,
     ShardedRowWriter)
 from lib.errors import PathLike
 
@@ -117,6 +117,46 @@ def _shards_of(source: Optional[ArraySource]) -> Tuple[Path, ...]:
     return ()
 
 
+def adopt_unchanged(writer: ShardedRowWriter, previous: Sequence[Path], sources: np.ndarray,
+                    link: Callable[[Path, Path], None]) -> int:
+    """Puts in place, from the previous version, every shard whose rows are exactly one
+    previous shard's: the same rows in the same order (then its bytes are the same).
+
+    Args:
+        writer: The sharded array being written.
+        previous: The previous version's shard files, in row order.
+        sources: (N,) for each output row its previous row, -1 for a new row.
+        link: Makes a target file from a source file (a hard link into DVC's cache).
+
+    Returns:
+        The number of shards put in place.
+    """
+    reader = ShardedRowReader(previous, previous[0].parent if previous else "")
+    if reader.dtype != writer.dtype or reader.shape[1:] != writer.shape[1:]:
+        return 0
+    first_shard = {int(start): shard for shard, start in enumerate(reader.starts[:-1])}
+    sources = np.asarray(sources, dtype=np.int64)                          # (N,)
+    adopted = 0
+    for shard, (start, stop) in enumerate(zip(writer.starts[:-1].tolist(),
+                                              writer.starts[1:].tolist())):
+        rows = sources[start:stop]                                          # (R,)
+        if rows.size == 0 or rows[0] < 0 or np.any(np.diff(rows) != 1):
+            continue
+        match = first_shard.get(int(rows[0]))
+        if match is not None and reader.starts[match + 1] - rows[0] == len(rows):
+            writer.adopt(shard, previous[match], link)
+            adopted += 1
+    return adopted
+
+
+def pending(writer: RowWriter, sources: np.ndarray) -> np.ndarray:
+    """``sources`` (each output row's previous row, -1: new) with -1 also for the rows the
+    writer holds already (shards put in place): what is left to copy."""
+    if isinstance(writer, ShardedRowWriter):
+        return np.where(writer.adopted_rows(), -1, np.asarray(sources, dtype=np.int64))
+    return np.asarray(sources, dtype=np.int64)
+
+
 def read_array(path: PathLike, **checks: Any) -> np.ndarray:
     """A whole array: a read-only memory map of a file, a sharded array read into memory.
 
@@ -144,4 +184,4 @@ def is_sharded(path: PathLike) -> bool:
 
 
 __all__ = ["ArraySource", "Layout", "RowReader", "RowWriter", "ShardedRows", "is_sharded",
-           "open_rows", "open_rows_writer", "read_array", "row_view", "shard_cuts"]
+           "open_rows", "open_rows_writer", "pending", "read_array", "row_view", "shard_cuts"]

@@ -11,7 +11,7 @@ versions and an update grows its cache by about k shards, not by the whole array
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -171,13 +171,8 @@ class ShardedRowWriter:
         self._starts = np.concatenate([[0], np.asarray(cuts, dtype=np.int64)])  # (S+1,)
         if self._starts[-1] != self.shape[0] or np.any(np.diff(self._starts) < 0):
             raise ValueError(f"shard cuts {cuts} do not split {self.shape[0]} rows")
-        self._files = []
-        for shard, (start, stop) in enumerate(zip(self._starts[:-1], self._starts[1:])):
-            path = folder / SHARD_NAME.format(shard)
-            header = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype,
-                                               shape=(int(stop - start),) + self.shape[1:])
-            self._files.append((path, int(header.offset)))
-            del header
+        self._folder = folder
+        self._offsets: Dict[int, int] = {}       # shard -> data offset, once its file exists
         self._open: Optional[Tuple[int, Any, NpyRowWriter]] = None
         self._adopted: Set[int] = set()
 
@@ -196,21 +191,44 @@ class ShardedRowWriter:
         ``link(source, target)`` makes the file (a hard link into the cache, or a copy);
         nothing is ever written into it: writes to its rows are skipped.
         """
-        if self._open is not None and self._open[0] == shard:
-            self.close()
-        path, _ = self._files[shard]
-        path.unlink()
-        link(source, path)
+        if shard in self._offsets:
+            raise ValueError(f"shard {shard} is being written: it cannot be put in place")
+        link(source, self._folder / SHARD_NAME.format(shard))
         self._adopted.add(shard)
+
+    def adopted_rows(self) -> np.ndarray:
+        """(N,) ``bool``: the rows of the shards put in place (nothing to write there)."""
+        mask = np.zeros(self.shape[0], dtype=bool)
+        for shard in self._adopted:
+            mask[self._starts[shard]:self._starts[shard + 1]] = True
+        return mask
+
+    def _create(self, shard: int) -> int:
+        """Creates shard ``shard``'s file (header, then sparse rows); its data offset."""
+        rows = int(self._starts[shard + 1] - self._starts[shard])
+        header = np.lib.format.open_memmap(self._folder / SHARD_NAME.format(shard), mode="w+",
+                                           dtype=self.dtype, shape=(rows,) + self.shape[1:])
+        self._offsets[shard] = int(header.offset)
+        del header
+        return self._offsets[shard]
+
+    def finish(self) -> None:
+        """Creates every shard no row was written to (rows of zeros; an empty shard)."""
+        self.close()
+        for shard in range(len(self._starts) - 1):
+            if shard not in self._adopted and shard not in self._offsets:
+                self._create(shard)
 
     def _writer(self, shard: int) -> Optional[NpyRowWriter]:
         if shard in self._adopted:
             return None                       # its bytes are in place already
         if self._open is None or self._open[0] != shard:
             self.close()
-            path, offset = self._files[shard]
+            offset = self._offsets.get(shard)
+            offset = self._create(shard) if offset is None else offset
             rows = int(self._starts[shard + 1] - self._starts[shard])
-            handle = open(path, "r+b")  # pylint: disable=consider-using-with
+            handle = open(self._folder / SHARD_NAME.format(shard),  # pylint: disable=consider-using-with
+                          "r+b")
             self._open = (shard, handle, NpyRowWriter(handle, offset, (rows,) + self.shape[1:],
                                                       self.dtype))
         return self._open[2]
@@ -255,37 +273,6 @@ def open_sharded_writer(folder: Path, shape: Tuple[int, ...], dtype: Any,
         writer = ShardedRowWriter(tmp, tuple(shape), np.dtype(dtype), cuts)
         try:
             yield writer
+            writer.finish()
         finally:
             writer.close()
-
-
-def adopt_unchanged(writer: ShardedRowWriter, previous: Sequence[Path], sources: np.ndarray,
-                    link: Callable[[Path, Path], None]) -> int:
-    """Puts in place, from the previous version, every shard whose rows are exactly one
-    previous shard's: the same rows in the same order (then its bytes are the same).
-
-    Args:
-        writer: The sharded array being written.
-        previous: The previous version's shard files, in row order.
-        sources: (N,) for each output row its previous row, -1 for a new row.
-        link: Makes a target file from a source file (a hard link into DVC's cache).
-
-    Returns:
-        The number of shards put in place.
-    """
-    reader = ShardedRowReader(previous, previous[0].parent if previous else "")
-    if reader.dtype != writer.dtype or reader.shape[1:] != writer.shape[1:]:
-        return 0
-    first_shard = {int(start): shard for shard, start in enumerate(reader.starts[:-1])}
-    sources = np.asarray(sources, dtype=np.int64)                          # (N,)
-    adopted = 0
-    for shard, (start, stop) in enumerate(zip(writer.starts[:-1].tolist(),
-                                              writer.starts[1:].tolist())):
-        rows = sources[start:stop]                                          # (R,)
-        if rows.size == 0 or rows[0] < 0 or np.any(np.diff(rows) != 1):
-            continue
-        match = first_shard.get(int(rows[0]))
-        if match is not None and reader.starts[match + 1] - rows[0] == len(rows):
-            writer.adopt(shard, previous[match], link)
-            adopted += 1
-    return adopted

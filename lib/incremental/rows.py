@@ -26,7 +26,8 @@ from typing import (Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from lib.arrays import ArraySource, Layout, open_rows, open_rows_writer, RowReader, RowWriter
+from lib.arrays import (
+    ArraySource, Layout, open_rows, open_rows_writer, pending, RowReader, RowWriter)
 from lib.artifacts import atomic_path
 from lib.errors import ArtifactError, PathLike
 from lib.incremental.code import ROOT, code_files
@@ -221,8 +222,9 @@ def copy_rows(source: RowReader, writer: RowWriter, sources: np.ndarray,
     Reads and writes go in contiguous runs of at most ``chunk_size`` rows, so copying
     a sorted collection with a few rows added or removed is sequential I/O.
     """
-    targets = np.flatnonzero(np.asarray(sources) >= 0)                    # (R,)
-    rows = np.asarray(sources)[targets]                                   # (R,)
+    sources = pending(writer, sources)          # not the rows of shards put in place
+    targets = np.flatnonzero(sources >= 0)                                # (R,)
+    rows = sources[targets]                                               # (R,)
     for start, first, length in runs(targets, rows):
         for offset in range(0, length, chunk_size):
             count = min(chunk_size, length - offset)
