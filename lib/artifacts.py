@@ -9,6 +9,7 @@ naming the file. Loads never unpickle: NumPy arrays are read with ``allow_pickle
 """
 import contextlib
 import errno
+import functools
 import glob
 import json
 import logging
@@ -68,11 +69,8 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 @contextlib.contextmanager
 def _disk_errors(target: Path) -> Iterator[None]:
-    """A full disk (or quota, or file size limit) while writing ``target``, as one line.
-
-    NumPy reports a short write without an errno ("1048576 requested and 262112
-    written"); that is a full disk too, and said so with the space left.
-    """
+    """A full disk (or quota, or file size limit) while writing ``target``, as one line;
+    also NumPy's short write without an errno ("1048576 requested and 262112 written")."""
     try:
         yield
     except OSError as err:
@@ -88,13 +86,10 @@ def _disk_errors(target: Path) -> Iterator[None]:
 
 
 def clean_leftovers(*targets: PathLike) -> List[Path]:
-    """Removes the temporaries an interrupted write of ``targets`` left beside them.
+    """Removes (and returns) the temporaries an interrupted write of ``targets`` left.
 
     Call it at the start of the stage that owns ``targets`` (DVC's repository lock
     keeps two runs of a stage apart, so no temporary of a live write is removed).
-
-    Returns:
-        The paths removed.
     """
     removed = []
     for target in map(Path, targets):
@@ -124,13 +119,8 @@ class NpyRowWriter:
     Rows are written through the file, not through a memory map, so the pages
     written never count towards this process's resident memory: peak memory is one
     chunk, whatever the array size. Assign with ``writer[i] = row`` or
-    ``writer[start:stop] = rows`` (values broadcast as in NumPy).
-
-    Args:
-        handle: The ``.npy`` file, open for binary update.
-        offset: Byte offset of the data (the header length).
-        shape: Array shape.
-        dtype: Array dtype.
+    ``writer[start:stop] = rows`` (values broadcast as in NumPy). ``handle``: the
+    ``.npy`` file open for binary update; ``offset``: its data's (the header length).
     """
 
     def __init__(self, handle, offset: int, shape: Tuple[int, ...], dtype: np.dtype):
@@ -276,18 +266,29 @@ def save_json(path: PathLike, data: Any) -> None:
                        encoding="utf-8")
 
 
+@functools.lru_cache(maxsize=4)
+def _lock_stages(lock: str, mtime_ns: int, size: int) -> Dict[str, Any]:
+    """The ``stages`` of a ``dvc.lock`` (``mtime_ns`` and ``size`` key its version)."""
+    del mtime_ns, size
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(lock, encoding="utf-8") as handle:
+        return (yaml.load(handle, Loader=loader) or {}).get("stages", {})  # nosec: safe loader
+
+
 def recorded_output(root: PathLike, output: PathLike) -> Optional[Dict[str, Any]]:
     """What ``dvc.lock`` records of an output (``path``, ``md5``, ``size``, ...), if any.
 
     A missing or unreadable ``dvc.lock``, or an output it does not record, gives None
-    (logged): callers treat it as "no recorded version".
+    (logged): callers treat it as "no recorded version". The file is parsed once per
+    version of it.
     """
     root = Path(root)
     lock = root / "dvc.lock"
     if not lock.is_file():
         return None
     try:
-        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        info = lock.stat()
+        stages = _lock_stages(str(lock.resolve()), info.st_mtime_ns, info.st_size)
         relative = Path(output).resolve().relative_to(root.resolve()).as_posix()
     except (yaml.YAMLError, OSError, ValueError, AttributeError) as err:
         logger.info("dvc.lock not read: %s", err)
@@ -295,5 +296,5 @@ def recorded_output(root: PathLike, output: PathLike) -> Optional[Dict[str, Any]
     for stage in stages.values() if isinstance(stages, dict) else ():
         for entry in (stage or {}).get("outs", None) or ():
             if isinstance(entry, dict) and entry.get("path") == relative:
-                return entry
+                return dict(entry)
     return None

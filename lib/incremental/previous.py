@@ -8,6 +8,7 @@ unprotected, and every file read belongs to one recorded run. When ``dvc.lock`` 
 the cache lacks them (a first build, a ``dvc gc``), the stage builds in full.
 """
 import argparse
+import functools
 import json
 import logging
 import os
@@ -23,13 +24,20 @@ from lib.incremental.rows import plan_rows, recipe, RowIndex, RowPlan
 logger = logging.getLogger(__name__)
 
 
-def _object_paths(root: Path, md5s: Sequence[str]) -> List[Optional[Path]]:
-    """Where DVC's local cache keeps objects, for those that are there (one Repo opened)."""
+@functools.lru_cache(maxsize=4)
+def _local_cache(root: str) -> Any:
+    """The project's DVC cache (its local object database), looked up once per process."""
     from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
+    with Repo(root) as repo:
+        return repo.cache.local
+
+
+def _object_paths(root: Path, md5s: Sequence[str]) -> List[Optional[Path]]:
+    """Where DVC's local cache keeps objects, for those that are there."""
     from dvc.exceptions import DvcException  # pylint: disable=import-outside-toplevel
     try:
-        with Repo(str(root)) as repo:
-            paths = [Path(repo.cache.local.oid_to_path(md5)) for md5 in md5s]
+        cache = _local_cache(str(Path(root).resolve()))
+        paths = [Path(cache.oid_to_path(md5)) for md5 in md5s]
     except DvcException as err:
         logger.info("no previous outputs: %s", err)
         return [None] * len(md5s)
@@ -177,9 +185,7 @@ def linker(root: PathLike) -> Callable[[Path, Path], None]:
     not relink an output whose content it has already cached, so a copy would stay a
     second copy on disk), else, or where linking fails, a copy. Nothing writes into the
     file either way."""
-    from dvc.repo import Repo  # pylint: disable=import-outside-toplevel
-    with Repo(str(root)) as repo:
-        types = set(repo.cache.local.cache_types or ())
+    types = set(_local_cache(str(Path(root).resolve())).cache_types or ())
 
     def link(cached: Path, target: Path) -> None:
         if {"hardlink", "symlink"} & types:
