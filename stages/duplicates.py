@@ -86,7 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             whitening = load_whitening(paths["whitening"], vectors.shape[1], vectors.shape[0],
                                        expected_dim=built.whitening.dim)
         index = None
-        if "index" in paths:
+        if "index" in paths and built.augmentation.k:
+            # The index holds the augmented vectors; duplicates compare the photos' own.
+            logger.info("augmentation.k is set: the exact scan finds the duplicates")
+        elif "index" in paths:
             index = load_index(paths["index"], vectors, whitening, built.index)
     pairs = find_pairs(vectors, whitening, index, built.index, wanted.threshold,
                        wanted.neighbours)
