@@ -19,11 +19,17 @@ def test_only_stale_stages_rerun(tmp_path):
     # So does a search-time index param: the index is not rebuilt.
     set_params(project, {"index.ef_search": 64})
     assert repro(project) == ["evaluate"]
+    # And the other query-time ranking knobs (alpha-QE, k-reciprocal re-ranking).
+    set_params(project, {"serve.query_expansion_alpha": 3.0, "serve.reciprocal_candidates": 10})
+    assert repro(project) == ["evaluate"]
 
     # The whitening dim refits the whitening and re-evaluates; nothing is re-embedded.
     set_params(project, {"whitening.dim": 4})
     assert repro(project) == ["whitening", "index", "evaluate"]
     assert repro(project) == []
+    # So does database-side augmentation, which the whitening stage writes.
+    set_params(project, {"augmentation.k": 3})
+    assert repro(project) == ["whitening", "index", "evaluate"]
 
     # A modelling param reruns modelling and the stages that read its outputs.
     set_params(project, {"modelling.pooling": "max"})
