@@ -6,17 +6,12 @@ the configuration of the version serving, the workspace's or a ``--rev``'s, and 
 preset is ``default``, a ``presets/*.yaml`` name, or ``custom``. Then the real service
 (``serve.py --http`` on the query project) says the same, and its page shows them.
 """
-import contextlib
-import socket
-import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 import yaml
 
 from lib.config import Config
@@ -25,7 +20,7 @@ from lib.service.engines import EngineHolder, Served
 from lib.service.knobs import KNOBS, knobs, preset_of
 from tests.support import tiny_project as tiny
 from tests.support.helpers import set_params
-from tests.support.service_helpers import ServiceProcess
+from tests.support.service_helpers import app_in_thread, ServiceProcess
 
 DEFAULT_KNOBS = {"etl.resize_mode": "stretch", "etl.interpolation": "area",
                  "modelling.pooling": "avg", "modelling.gem_p": 3.0,
@@ -43,25 +38,6 @@ def stand_in_load(pinned) -> Served:
     return Served(engine=np.load(pinned.paths["vectors"], mmap_mode="r"),
                   version=pinned.version, config=pinned.config, loaded_at=time.time(),
                   pinned=pinned)
-
-
-@contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """The application served by uvicorn in a thread (no lifespan): its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module", name="template")
@@ -82,7 +58,7 @@ def version_of_fixture(template, tmp_path, monkeypatch):
         holder = EngineHolder(project / "params.yaml", rev=rev)
         holders.append(holder)
         holder.start()
-        with running(create_app(holder, None, Config())) as url:
+        with app_in_thread(create_app(holder, None, Config())) as url:
             response = httpx.get(f"{url}/version", timeout=30)
         assert response.status_code == 200, response.text
         return response.json()
