@@ -41,7 +41,7 @@ from lib.artifacts import open_npy_writer
 from lib.config import IndexConfig, ModellingConfig
 from lib.embedding import CACHE_ENV, MODEL_FILE, ResNet50Helper, Vectorizer, write_inference_model
 from lib.photos import list_images
-from lib.retrieval import build_index, save_index, save_whitening
+from lib.retrieval import build_index, save_augmented, save_index, save_whitening
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WEIGHTS = ROOT.parent / "shared" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -314,6 +314,7 @@ def make_serve_project(work: Path, size: int, precision: str = "fp32") -> Path:
     # missing artifact).
     vectors = np.load(data / "vectors.npy", mmap_mode="r")
     save_whitening(data / "model" / "whitening.npz", None, vectors.shape[1], size)
+    save_augmented(data / "model" / "augmented.npy", None, vectors.shape[1])
     save_index(data / "model" / "index", build_index(vectors, None, IndexConfig())[0])
     params = (ROOT / "params.yaml").read_text(encoding="utf-8")
     for key, value in (("images", "data/images.npy"), ("names", "data/names.npy"),
