@@ -17,6 +17,7 @@ Every shard is a plain ``.npy``; a whole sharded array, without this project's c
 """
 import contextlib
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
@@ -48,13 +49,22 @@ def open_rows(source: ArraySource, **checks: Any) -> RowReader:
     Raises:
         ArtifactError: Missing, unreadable, or not of the form asked for.
     """
-    if isinstance(source, tuple):
-        label = source[0].parent if source else "sharded array"
-        return ShardedRowReader(source, label, **checks)
+    if isinstance(source, tuple):       # cached shard files: read-only, so readers are shared
+        frozen = tuple(sorted((key, tuple(value) if isinstance(value, list) else value)
+                              for key, value in checks.items()))
+        return _cached_reader(source, frozen)
     path = Path(source)
     if path.is_dir():
         return ShardedRowReader(shard_files(path), path, **checks)
     return NpyRowReader(path, **checks)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_reader(shards: Tuple[Path, ...], checks: Tuple[Tuple[str, Any], ...]
+                   ) -> ShardedRowReader:
+    """One reader per set of cached shard files and checks (their headers read once)."""
+    return ShardedRowReader(shards, shards[0].parent if shards else "sharded array",
+                            **dict(checks))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +141,7 @@ def adopt_unchanged(writer: ShardedRowWriter, previous: Sequence[Path], sources:
     Returns:
         The number of shards put in place.
     """
-    reader = ShardedRowReader(previous, previous[0].parent if previous else "")
+    reader = open_rows(tuple(previous))
     if reader.dtype != writer.dtype or reader.shape[1:] != writer.shape[1:]:
         return 0
     first_shard = {int(start): shard for shard, start in enumerate(reader.starts[:-1])}
