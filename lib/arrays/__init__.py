@@ -188,10 +188,5 @@ def row_view(path: PathLike, **checks: Any) -> Union[np.ndarray, ShardedRows]:
     return load_npy(path, mmap=True, **checks)
 
 
-def is_sharded(path: PathLike) -> bool:
-    """Whether the array at ``path`` is a folder of shards."""
-    return Path(path).is_dir()
-
-
-__all__ = ["ArraySource", "Layout", "RowReader", "RowWriter", "ShardedRows", "is_sharded",
+__all__ = ["ArraySource", "Layout", "RowReader", "RowWriter", "ShardedRows",
            "open_rows", "open_rows_writer", "pending", "read_array", "row_view", "shard_cuts"]
